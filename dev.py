@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Set-up and run lowrank from a fresh checkout: ``python3 dev.py demo`` / ``python3 dev.py test``.
+
+Each command creates (or reuses) the virtual environment ``.venv`` next to this file,
+installs what it needs (PyTorch pinned to the CPU build 2.13.0 first, so nothing pulls a
+multi-GB CUDA build), then runs. Only Python >= 3.10 is required.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+TORCH_PIN = "torch==2.13.0"
+EXTRAS = ".[torch,test,demo]"
+
+
+def venv_python() -> Path:
+    sub = "Scripts/python.exe" if os.name == "nt" else "bin/python"
+    return VENV / sub
+
+
+def run(cmd: list[str], **env: str) -> int:
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.call(cmd, cwd=ROOT, env={**os.environ, **env})
+
+
+def ensure_env() -> Path:
+    py = venv_python()
+    if not py.exists():
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    stamp = VENV / ".lowrank-installed"
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return py
+    pip = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    # torch first and pinned: a plain or newer `torch` would pull a multi-GB CUDA build
+    for args in ([TORCH_PIN], ["-e", EXTRAS]):
+        if run(pip + args) != 0:
+            sys.exit("dev.py: installing " + " ".join(args) + " failed")
+    stamp.write_text(digest)
+    return py
+
+
+def cmd_demo(py: Path, args: list[str]) -> int:
+    return run([str(py), "-m", "lowrank", "demo", *args])
+
+
+def cmd_test(py: Path, args: list[str]) -> int:
+    pytest = [str(py), "-m", "pytest"]
+    steps = [
+        (pytest + ["-q", *args], {}),
+        (pytest + ["-q", "--doctest-modules", "lowrank"], {}),
+        # kernel bodies as plain Python, so their logic (and coverage) runs uncompiled
+        (pytest + ["-q", "tests/test_kernels.py"], {"NUMBA_DISABLE_JIT": "1"}),
+        # GPU kernels on the CPU through numba's CUDA simulator
+        (pytest + ["-q", "tests/test_kernels_cuda.py"], {"NUMBA_ENABLE_CUDASIM": "1"}),
+    ]
+    failed = []
+    for cmd, env in steps:
+        if args and cmd is not steps[0][0]:
+            break  # a targeted run (`dev.py test tests/x.py`) runs only that
+        rc = run(cmd, **env)
+        if rc != 0:  # pytest's 5 (nothing collected) counts as a failure too
+            failed.append(" ".join(cmd[2:]))
+    if failed:
+        print("FAILED steps:\n  " + "\n  ".join(failed))
+        return 1
+    print("all test steps passed")
+    return 0
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in {"demo", "test"}:
+        print(__doc__)
+        return 2
+    py = ensure_env()
+    command, rest = sys.argv[1], sys.argv[2:]
+    return cmd_demo(py, rest) if command == "demo" else cmd_test(py, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pure array-API algorithm bodies. No validation; ``xp`` is always passed explicitly."""

@@ -1,0 +1,1 @@
+"""Internal helpers shared by every public module (not public API)."""

@@ -1,0 +1,18 @@
+"""PyTorch / PEFT integration: LoRA-GA initialisation of real models and LoRA-Pro optimizers.
+
+Needs the ``torch`` extra (``pip install lowrank[torch]``); PEFT is optional. The maths
+lives in the array-API core (``lowrank.lora_ga_init``, ``lowrank.lora_pro_adjust``);
+this package only finds layers, moves gradients and applies results.
+"""
+
+from __future__ import annotations
+
+try:
+    import torch as _torch  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised only without torch
+    msg = "lowrank.torch needs PyTorch: pip install 'lowrank[torch]'"
+    raise ImportError(msg) from exc
+
+from ._layers import LoraPair, find_lora_pairs
+
+__all__ = ["LoraPair", "find_lora_pairs"]
