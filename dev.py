@@ -52,15 +52,19 @@ def cmd_demo(py: Path, args: list[str]) -> int:
     return run([str(py), "-m", "lowrank", "demo", *args])
 
 
+def kernel_tests(pattern: str) -> list[str]:
+    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob(pattern))
+
+
 def cmd_test(py: Path, args: list[str]) -> int:
     pytest = [str(py), "-m", "pytest"]
     steps = [
         (pytest + ["-q", *args], {}),
         (pytest + ["-q", "--doctest-modules", "lowrank"], {}),
         # kernel bodies as plain Python, so their logic (and coverage) runs uncompiled
-        (pytest + ["-q", "tests/test_kernels.py"], {"NUMBA_DISABLE_JIT": "1"}),
+        (pytest + ["-q", *kernel_tests("test_kernels_*.py")], {"NUMBA_DISABLE_JIT": "1"}),
         # GPU kernels on the CPU through numba's CUDA simulator
-        (pytest + ["-q", "tests/test_kernels_cuda.py"], {"NUMBA_ENABLE_CUDASIM": "1"}),
+        (pytest + ["-q", *kernel_tests("test_cuda_*.py")], {"NUMBA_ENABLE_CUDASIM": "1"}),
     ]
     failed = []
     for cmd, env in steps:

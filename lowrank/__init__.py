@@ -10,11 +10,12 @@ first use. The PyTorch/PEFT utilities live in ``lowrank.torch``.
 
 from __future__ import annotations
 
-from . import _cr, _lora_ga, _lora_pro, _svd, _volume
+from . import _cr, _lora_ga, _lora_pro, _randomized, _svd, _volume
 from ._config import config_context, get_config
 from ._cr import *  # noqa: F403
 from ._lora_ga import *  # noqa: F403
 from ._lora_pro import *  # noqa: F403
+from ._randomized import *  # noqa: F403
 from ._svd import *  # noqa: F403
 from ._volume import *  # noqa: F403
 
@@ -28,6 +29,7 @@ __all__ = sorted(  # noqa: PLE0605
         *_cr.__all__,
         *_lora_ga.__all__,
         *_lora_pro.__all__,
+        *_randomized.__all__,
         *_svd.__all__,
         *_volume.__all__,
     }

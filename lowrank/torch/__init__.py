@@ -13,6 +13,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     msg = "lowrank.torch needs PyTorch: pip install 'lowrank[torch]'"
     raise ImportError(msg) from exc
 
+from . import _lora_ga, _lora_pro
 from ._layers import LoraPair, find_lora_pairs
+from ._lora_ga import *  # noqa: F403
+from ._lora_pro import *  # noqa: F403
 
-__all__ = ["LoraPair", "find_lora_pairs"]
+__all__ = sorted({"LoraPair", "find_lora_pairs", *_lora_ga.__all__, *_lora_pro.__all__})

@@ -1,0 +1,51 @@
+"""Side-by-side comparison with the peers, one process, one run: ``python bench/compare.py TOPIC``.
+
+Topics: svd, cr, volume, lora_ga, lora_pro (each in bench/compare_<topic>.py with a
+``main(argv) -> int``). Prints versions, BLAS (threadpoolctl), medians of repeats and
+ratios. Run it on an otherwise idle machine; compare ratios, not absolute times.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import sys
+from pathlib import Path
+
+TOPICS = ["svd", "cr", "volume", "lora_ga", "lora_pro"]
+
+
+def environment() -> str:
+    import numpy as np
+
+    lines = [f"python {platform.python_version()} on {platform.machine()}, numpy {np.__version__}"]
+    for name in ("scipy", "sklearn", "torch", "numba"):
+        try:
+            lines.append(f"{name} {importlib.import_module(name).__version__}")
+        except ImportError:
+            lines.append(f"{name} missing")
+    try:
+        from threadpoolctl import threadpool_info
+
+        for info in threadpool_info():
+            lines.append(
+                f"{info.get('internal_api')} {info.get('version')} "
+                f"({info.get('num_threads')} threads, {info.get('architecture')})"
+            )
+    except ImportError:
+        lines.append("threadpoolctl missing: BLAS unknown")
+    return "; ".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in TOPICS:
+        print(__doc__)
+        return 2
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    print(environment())
+    module = importlib.import_module(f"compare_{argv[0]}")
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

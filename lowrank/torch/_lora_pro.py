@@ -1,0 +1,5 @@
+"""Placeholder: being implemented (see the issue tracker)."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

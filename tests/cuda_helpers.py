@@ -1,0 +1,49 @@
+"""Shared set-up for GPU-kernel tests (tests/test_cuda_*.py).
+
+Usage at the top of a test module::
+
+    from cuda_helpers import require_cuda_or_sim
+    SIM = require_cuda_or_sim()   # skips the module when neither is available
+    from cuda_helpers import device_array, host
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+
+def _gpu() -> bool:
+    try:
+        import cupy
+        from cupy.cuda.runtime import CUDARuntimeError
+    except ImportError:
+        return False
+    try:
+        return bool(cupy.cuda.is_available())
+    except CUDARuntimeError:
+        return False
+
+
+def require_cuda_or_sim() -> bool:
+    """Skip the calling module unless the CUDA simulator is on or a GPU is present."""
+    if not SIM and not _gpu():
+        pytest.skip("needs NUMBA_ENABLE_CUDASIM=1 or a CUDA GPU", allow_module_level=True)
+    return SIM
+
+
+def device_array(x):
+    """NumPy (C-contiguous) under the simulator, CuPy on a real GPU."""
+    if SIM:
+        return np.ascontiguousarray(x)
+    import cupy
+
+    return cupy.asarray(x)
+
+
+def host(x):
+    return x if isinstance(x, np.ndarray) else x.get()
