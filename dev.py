@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 TORCH_PIN = "torch==2.13.0"
-EXTRAS = ".[torch,test,demo]"
+EXTRAS = ".[torch,test,demo,docs]"
 
 
 def venv_python() -> Path:
@@ -65,6 +65,8 @@ def cmd_test(py: Path, args: list[str]) -> int:
         (pytest + ["-q", *kernel_tests("test_kernels_*.py")], {"NUMBA_DISABLE_JIT": "1"}),
         # GPU kernels on the CPU through numba's CUDA simulator
         (pytest + ["-q", *kernel_tests("test_cuda_*.py")], {"NUMBA_ENABLE_CUDASIM": "1"}),
+        # the documentation builds without a single warning
+        ([str(py), "-m", "sphinx", "-W", "-q", "-b", "html", "docs", "docs/_build/html"], {}),
     ]
     failed = []
     for cmd, env in steps:

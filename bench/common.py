@@ -9,7 +9,7 @@ import numpy as np
 try:
     from asv_runner.benchmarks.mark import SkipNotImplemented
 except ImportError:  # running a bench_*.py file by hand without asv
-    class SkipNotImplemented(NotImplementedError):  # noqa: N818
+    class SkipNotImplemented(NotImplementedError):
         """Raised in setup() when a parameter combination cannot run."""
 
 

@@ -22,7 +22,7 @@ from ._volume import *  # noqa: F403
 __version__ = "0.1.0"
 
 # Each topical module owns its ``__all__``; the package's is their sorted union.
-__all__ = sorted(  # noqa: PLE0605
+__all__ = sorted(
     {
         "config_context",
         "get_config",

@@ -8,7 +8,6 @@ from cuda_helpers import require_cuda_or_sim
 SIM = require_cuda_or_sim()
 
 from cuda_helpers import device_array, host  # noqa: E402
-
 from lowrank.kernels import util_cuda  # noqa: E402
 
 

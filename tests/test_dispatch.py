@@ -9,10 +9,10 @@ import sys
 import array_api_compat.numpy as np_xp
 import numpy as np
 import pytest
+from lowrank.kernels import KERNELS
 
 import lowrank
 from lowrank._lib import _dispatch
-from lowrank.kernels import KERNELS
 
 
 def test_table_is_plain_data():

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("numba")
 
-from lowrank.kernels import util_numba  # noqa: E402
+from lowrank.kernels import util_numba
 
 
 def test_axpy_matches_numpy():

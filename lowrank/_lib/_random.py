@@ -68,7 +68,7 @@ class Random:
             )
 
     def _torch_generator(self, rng: Any) -> Any:
-        import torch  # noqa: PLC0415  (only reached with torch inputs)
+        import torch
 
         if isinstance(rng, torch.Generator):
             return rng
@@ -89,7 +89,7 @@ class Random:
         """Standard normal draws (real even for complex ``dtype``; cast to it)."""  # numpydoc ignore=PR01,RT01
         real = self._real(dtype)
         if self.kind == "torch":
-            import torch  # noqa: PLC0415
+            import torch
 
             out = torch.randn(shape, generator=self._gen, dtype=real, device=self.device)
         elif self.kind == "cupy":
@@ -103,7 +103,7 @@ class Random:
     def uniform(self, shape: tuple[int, ...], dtype: Any) -> Any:
         """Uniform draws on [0, 1)."""  # numpydoc ignore=PR01,RT01
         if self.kind == "torch":
-            import torch  # noqa: PLC0415
+            import torch
 
             return torch.rand(shape, generator=self._gen, dtype=dtype, device=self.device)
         if self.kind == "cupy":
@@ -119,7 +119,7 @@ class Random:
         if self.kind == "host":
             return self._host(self._gen.permutation(n), self.xp.int64)
         if self.kind == "torch":
-            import torch  # noqa: PLC0415
+            import torch
 
             return torch.randperm(n, generator=self._gen, device=self.device)
         return self.xp.argsort(self.uniform((n,), self.xp.float64))
