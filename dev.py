@@ -59,12 +59,12 @@ def kernel_tests(pattern: str) -> list[str]:
 def cmd_test(py: Path, args: list[str]) -> int:
     pytest = [str(py), "-m", "pytest"]
     steps = [
-        (pytest + ["-q", *args], {}),
-        (pytest + ["-q", "--doctest-modules", "lowrank"], {}),
+        ([*pytest, "-q", *args], {}),
+        ([*pytest, "-q", "--doctest-modules", "lowrank"], {}),
         # kernel bodies as plain Python, so their logic (and coverage) runs uncompiled
-        (pytest + ["-q", *kernel_tests("test_kernels_*.py")], {"NUMBA_DISABLE_JIT": "1"}),
+        ([*pytest, "-q", *kernel_tests("test_kernels_*.py")], {"NUMBA_DISABLE_JIT": "1"}),
         # GPU kernels on the CPU through numba's CUDA simulator
-        (pytest + ["-q", *kernel_tests("test_cuda_*.py")], {"NUMBA_ENABLE_CUDASIM": "1"}),
+        ([*pytest, "-q", *kernel_tests("test_cuda_*.py")], {"NUMBA_ENABLE_CUDASIM": "1"}),
         # the documentation builds without a single warning
         ([str(py), "-m", "sphinx", "-W", "-q", "-b", "html", "docs", "docs/_build/html"], {}),
     ]

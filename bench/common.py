@@ -22,19 +22,25 @@ def namespace(backend):
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as exc:
-        raise SkipNotImplemented(f"{mod_name} not installed") from exc
+        msg = f"{mod_name} not installed"
+        raise SkipNotImplemented(msg) from exc
     if backend == "torch:cuda" and not mod.cuda.is_available():
-        raise SkipNotImplemented("no CUDA for torch")
-    if backend == "cupy":
-        try:
-            if not mod.cuda.is_available():
-                raise SkipNotImplemented("no CUDA for cupy")
-        except Exception as exc:  # CUDARuntimeError
-            raise SkipNotImplemented("no CUDA for cupy") from exc
+        msg = "no CUDA for torch"
+        raise SkipNotImplemented(msg)
+    if backend == "cupy" and not _cupy_gpu(mod):
+        msg = "no CUDA for cupy"
+        raise SkipNotImplemented(msg)
     from array_api_compat import array_namespace
 
     xp = array_namespace(mod.empty(0))
     return xp, (dev or None)
+
+
+def _cupy_gpu(cupy):
+    try:
+        return bool(cupy.cuda.is_available())
+    except Exception:  # CUDARuntimeError without a driver
+        return False
 
 
 def synchronize(backend):

@@ -11,7 +11,8 @@ first use. The PyTorch/PEFT utilities live in ``lowrank.torch``.
 from __future__ import annotations
 
 from . import _cr, _lora_ga, _lora_pro, _randomized, _svd, _volume
-from ._config import config_context, get_config
+from ._config import config_context as config_context
+from ._config import get_config as get_config
 from ._cr import *  # noqa: F403
 from ._lora_ga import *  # noqa: F403
 from ._lora_pro import *  # noqa: F403

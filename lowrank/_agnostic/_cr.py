@@ -46,8 +46,8 @@ def probabilities(kind: Any, w: Any, xp: Any) -> Any:
     l = w.shape[-1]
     if not isinstance(kind, str):  # user array, validated: normalise away round-off
         p = xp.astype(kind, xp.float64)
-        return p / xp.sum(p, axis=-1, keepdims=True)
-    uniform = xp.full(w.shape, 1.0 / l, dtype=xp.float64, device=device(w))
+        return p / xp.where(l > 0, xp.sum(p, axis=-1, keepdims=True), 1.0)
+    uniform = xp.full(w.shape, 1.0 / max(l, 1), dtype=xp.float64, device=device(w))
     if kind == "uniform":
         return uniform
     total = xp.sum(w, axis=-1, keepdims=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .._lib import _compat
 from ._linalg import conj_transpose
 
@@ -22,8 +24,7 @@ def real_dtype(dtype: Any, xp: Any) -> Any:
 def _r_diagonal(a: Any, xp: Any) -> Any:
     """|diag(R)| of a reduced QR factorisation of ``a`` (n >= k >= 1), real."""  # numpydoc ignore=PR01,RT01
     if _compat.is_numpy_namespace(xp):
-        import numpy as np  # native fast path: R only, no Q is formed
-
+        # native fast path: R only, no Q is formed
         r = xp.asarray(np.linalg.qr(a, mode="r"))
     else:  # the standard has no R-only mode; autograd flows through this on torch
         r = xp.linalg.qr(a).R
@@ -45,8 +46,10 @@ def log_gram_volume(a: Any, xp: Any) -> Any:
     fixed = _structural(a, xp, log=True)
     if fixed is not None:
         return fixed
-    # log of each |R_ii| separately: finite where the product under- or overflows
-    return xp.sum(xp.log(_r_diagonal(a, xp)), axis=-1)
+    # log of each |R_ii| separately: finite where the product under- or overflows.
+    # log(0) = -inf is the intended answer for a rank-deficient a (NumPy would warn).
+    with np.errstate(divide="ignore"):
+        return xp.sum(xp.log(_r_diagonal(a, xp)), axis=-1)
 
 
 def gram_volume(a: Any, xp: Any) -> Any:
@@ -55,10 +58,11 @@ def gram_volume(a: Any, xp: Any) -> Any:
     if fixed is not None:
         return fixed
     d = _r_diagonal(a, xp)
-    direct = xp.prod(d, axis=-1)
     # A partial product can overflow or underflow although the volume does not;
     # exp(sum log) then gives the right value (or the correctly saturated 0 / inf).
-    via_log = xp.exp(xp.sum(xp.log(d), axis=-1))
+    with np.errstate(divide="ignore", over="ignore", under="ignore"):
+        direct = xp.prod(d, axis=-1)
+        via_log = xp.exp(xp.sum(xp.log(d), axis=-1))
     tiny = xp.finfo(direct.dtype).smallest_normal  # subnormal: digits were lost
     inexact = (direct < tiny) | xp.isinf(direct)
     return xp.where(inexact, via_log, direct)

@@ -75,13 +75,12 @@ def to_floating(a: Any, name: str, xp: Any) -> tuple[Any, Any]:
 
 def check_finite(a: Any, name: str, xp: Any) -> None:
     """Raise ValueError if ``a`` contains NaN or Inf."""  # numpydoc ignore=PR01
-    if a.ndim == 0 or _compat.size(a) != 0:
-        if not bool(xp.all(xp.isfinite(a))):
-            msg = (
-                f"`{name}` contains NaN or Inf; clean the input or pass "
-                "check_finite=False to skip this check"
-            )
-            raise ValueError(msg)
+    if (a.ndim == 0 or _compat.size(a) != 0) and not bool(xp.all(xp.isfinite(a))):
+        msg = (
+            f"`{name}` contains NaN or Inf; clean the input or pass "
+            "check_finite=False to skip this check"
+        )
+        raise ValueError(msg)
 
 
 def check_int(

@@ -14,7 +14,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError(msg) from exc
 
 from . import _lora_ga, _lora_pro
-from ._layers import LoraPair, find_lora_pairs
+from ._layers import LoraPair as LoraPair
+from ._layers import find_lora_pairs as find_lora_pairs
 from ._lora_ga import *  # noqa: F403
 from ._lora_pro import *  # noqa: F403
 

@@ -1,0 +1,202 @@
+"""Batched Gram volumes (log or value) on the CPU with numba, parallel over matrices.
+
+All arithmetic is float64 (float32 inputs too). Per matrix, by shape:
+
+- 3×2: the cross-product norm ``‖x × y‖`` (each component has absolute error
+  ~ eps‖x‖‖y‖, so the area has relative error ~ eps·κ; no Gram matrix);
+- n×2: one Gram–Schmidt step, ``‖x‖ · ‖y − (xᵀy/xᵀx) x‖``;
+- otherwise: Householder QR (LAPACK ``dlarfg`` form, v₀ = 1) on a column-major local
+  copy; the volume is ``prod |R_jj|``.
+
+Fast paths run unscaled and are accepted only when every intermediate square or
+product stays in a safe range; otherwise that one matrix is redone by the scaled
+Householder path, so under/overflow never corrupts a result and the log stays finite.
+A NaN/Inf anywhere in a matrix makes its result NaN (the caller checks the output).
+Written to also run as plain Python (``NUMBA_DISABLE_JIT=1``): no log(0), no exp
+overflow, no division by zero.
+"""
+
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+from ._jit import njit, pjit
+
+_SQ_LO, _SQ_HI = 1e-280, 1e280  # sums of squares in here: their sqrt lost nothing
+_PROD_LO, _PROD_HI = 1e-290, 1e290  # partial products of |R_jj| in here: normal
+_EXP_MAX = 709.0  # math.exp overflows (OverflowError in plain Python) beyond ~709.78
+
+
+@njit
+def _finish(prod, in_range, diag, k, take_log):
+    """Volume or log-volume from prod(diag) (trusted when in_range) or sum(log diag)."""
+    if in_range:
+        return math.log(prod) if take_log else prod
+    total = 0.0
+    for j in range(k):
+        if diag[j] == 0.0:
+            return -math.inf if take_log else 0.0
+        total += math.log(diag[j])
+    if take_log or total != total:
+        return total
+    return math.exp(total) if total < _EXP_MAX else math.inf
+
+
+@njit
+def _column_norm(w, j, start, n):
+    """Euclidean norm of w[j, start:n], scaled (dnrm2-style) when squares leave range."""
+    ss = 0.0
+    for i in range(start, n):
+        ss += w[j, i] * w[j, i]
+    if _SQ_LO < ss < _SQ_HI:
+        return math.sqrt(ss)
+    scale = 0.0
+    for i in range(start, n):
+        v = abs(w[j, i])
+        if v > scale or v != v:
+            scale = v
+    if scale == 0.0 or scale != scale or scale == math.inf:
+        return scale
+    ss = 0.0
+    for i in range(start, n):
+        t = w[j, i] / scale
+        ss += t * t
+    return scale * math.sqrt(ss)
+
+
+@njit
+def _householder_volume(a, b, w, diag, take_log):
+    """Householder QR of a[b] (n×k, n >= k) on the local copy w (k×n)."""
+    n, k = a.shape[1], a.shape[2]
+    guard = 0.0  # becomes NaN if any entry is NaN or Inf
+    for j in range(k):
+        for i in range(n):
+            v = np.float64(a[b, i, j])
+            w[j, i] = v
+            guard += v * 0.0
+    prod, in_range = 1.0, True
+    for j in range(k):
+        norm = _column_norm(w, j, j, n)
+        diag[j] = norm
+        prod *= norm
+        in_range = in_range and _PROD_LO < prod < _PROD_HI
+        if norm == 0.0 or norm != norm or norm == math.inf:
+            return _finish(prod, False, diag, j + 1, take_log) + guard
+        alpha = w[j, j]
+        beta = -norm if alpha >= 0.0 else norm
+        denom = alpha - beta  # |denom| = |alpha| + norm: no cancellation
+        tau = (beta - alpha) / beta
+        for i in range(j + 1, n):
+            w[j, i] /= denom
+        for c in range(j + 1, k):
+            s = w[c, j]
+            for i in range(j + 1, n):
+                s += w[j, i] * w[c, i]
+            s *= tau
+            w[c, j] -= s
+            for i in range(j + 1, n):
+                w[c, i] -= s * w[j, i]
+    return _finish(prod, in_range, diag, k, take_log) + guard
+
+
+_LANES = 8  # matrices processed side by side: the inner loops run over lanes (SIMD)
+
+
+@njit
+def _cross_lanes(a, b0, count, ss):
+    """ss[l] = ‖x × y‖² for the 3×2 matrices a[b0 + l] (the area, squared)."""
+    for lane in range(count):
+        b = b0 + lane
+        x0, x1, x2 = np.float64(a[b, 0, 0]), np.float64(a[b, 1, 0]), np.float64(a[b, 2, 0])
+        y0, y1, y2 = np.float64(a[b, 0, 1]), np.float64(a[b, 1, 1]), np.float64(a[b, 2, 1])
+        c0 = x1 * y2 - x2 * y1
+        c1 = x2 * y0 - x0 * y2
+        c2 = x0 * y1 - x1 * y0
+        ss[lane] = c0 * c0 + c1 * c1 + c2 * c2
+
+
+@njit
+def _householder_lanes(a, b0, count, w, lanes, ss, prod):
+    """Unscaled Householder QR of _LANES matrices at once; ss[l] = min |R_jj|² margin.
+
+    ``lanes`` is (4, _LANES) scratch. ``prod[l]`` gets prod |R_jj|; ``ss[l]`` is a squared norm outside the safe range if
+    any |R_jj|² (or a partial product) left it, which sends lane l to the scaled path.
+    """
+    n, k = a.shape[1], a.shape[2]
+    for lane in range(count):
+        for i in range(n):
+            for j in range(k):
+                w[j, i, lane] = a[b0 + lane, i, j]
+    norm2, tau, inv, dot = lanes[0], lanes[1], lanes[2], lanes[3]
+    ss[:] = 1.0
+    prod[:] = 1.0
+    for j in range(k):
+        norm2[:] = 0.0
+        for i in range(j, n):
+            for lane in range(_LANES):
+                norm2[lane] += w[j, i, lane] * w[j, i, lane]
+        for lane in range(_LANES):
+            norm = math.sqrt(norm2[lane])
+            prod[lane] *= norm
+            if not (_SQ_LO < norm2[lane] < _SQ_HI and _PROD_LO < prod[lane] < _PROD_HI):
+                ss[lane] = 0.0  # unsafe: redo this matrix on the scaled path
+            alpha = w[j, j, lane]
+            beta = -math.copysign(norm, alpha)
+            denom = alpha - beta  # |denom| = |alpha| + norm: no cancellation
+            inv[lane] = 1.0 / denom if denom != 0.0 else 0.0
+            tau[lane] = (beta - alpha) / beta if beta != 0.0 else 0.0
+        for i in range(j + 1, n):
+            for lane in range(_LANES):
+                w[j, i, lane] *= inv[lane]
+        for c in range(j + 1, k):  # apply I - tau v vᵀ (v = [1, w[j, j+1:]]) to column c
+            for lane in range(_LANES):
+                dot[lane] = w[c, j, lane]
+            for i in range(j + 1, n):
+                for lane in range(_LANES):
+                    dot[lane] += w[j, i, lane] * w[c, i, lane]
+            for lane in range(_LANES):
+                dot[lane] *= tau[lane]
+            for i in range(j + 1, n):
+                for lane in range(_LANES):
+                    w[c, i, lane] -= dot[lane] * w[j, i, lane]
+
+
+@pjit
+def _volumes(a, out, take_log, n_chunks):
+    batch, n, k = a.shape
+    n_blocks = (batch + _LANES - 1) // _LANES
+    for c in prange(n_chunks):
+        w = np.zeros((k, n, _LANES))
+        ss, prod, lanes = np.zeros(_LANES), np.ones(_LANES), np.zeros((4, _LANES))
+        w1, diag = np.zeros((k, n)), np.zeros(k)
+        for blk in range(c * n_blocks // n_chunks, (c + 1) * n_blocks // n_chunks):
+            b0 = blk * _LANES
+            count = min(_LANES, batch - b0)
+            if n == 3 and k == 2:
+                _cross_lanes(a, b0, count, ss)
+                for lane in range(count):
+                    prod[lane] = math.sqrt(ss[lane])
+            else:
+                _householder_lanes(a, b0, count, w, lanes, ss, prod)
+            for lane in range(count):
+                if _SQ_LO < ss[lane] < _SQ_HI:
+                    out[b0 + lane] = math.log(prod[lane]) if take_log else prod[lane]
+                else:  # NaN/Inf input, rank deficiency or under/overflow: careful path
+                    out[b0 + lane] = _householder_volume(a, b0 + lane, w1, diag, take_log)
+
+
+def log_gram_volume(a, out, take_log=True):
+    """Write the (log) Gram volume of each a[b] (a: (batch, n, k), n >= k >= 1) into out.
+
+    ``a`` may have any strides and be float32 or float64; ``out`` is (batch,). Performs
+    no input validation.
+    """
+    batch = a.shape[0]
+    n_chunks = min((batch + _LANES - 1) // _LANES, 8 * numba.get_num_threads())
+    if n_chunks > 0:
+        # Only matters under NUMBA_DISABLE_JIT=1, where scalars are NumPy's and warn on
+        # the inf/NaN that the safe-range checks are designed to catch.
+        with np.errstate(all="ignore"):
+            _volumes(a, out, bool(take_log), n_chunks)

@@ -1,0 +1,95 @@
+"""A matrix seen only through products: dense arrays (batched), SciPy sparse, LinearOperator.
+
+The randomized algorithms touch ``a`` only through ``a @ X`` and ``aᴴ @ Y``; this module
+wraps every accepted input kind behind that interface, and counts the full reads of ``a``
+("passes") so that results can report them honestly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Operator", "as_operator", "is_scipy_operator"]
+
+
+def is_scipy_operator(a: Any) -> bool:
+    """Whether ``a`` is a SciPy sparse matrix/array or a ``LinearOperator``."""  # numpydoc ignore=PR01,RT01
+    mod = type(a).__module__
+    if not mod.startswith("scipy."):
+        return False
+    from scipy.sparse import issparse  # noqa: PLC0415  (only reached with SciPy inputs)
+    from scipy.sparse.linalg import LinearOperator  # noqa: PLC0415
+
+    return bool(issparse(a)) or isinstance(a, LinearOperator)
+
+
+class Operator:
+    """``a`` (or its conjugate transpose) seen through ``matmat``/``rmatmat``, counting passes."""  # numpydoc ignore=PR01
+
+    def __init__(self, a: Any, xp: Any, *, dtype: Any, dense: bool, transposed: bool = False):
+        self.a, self.xp, self.dtype, self.dense = a, xp, dtype, dense
+        self.transposed = transposed
+        self.complex = xp.isdtype(dtype, "complex floating")
+        m, n = a.shape[-2], a.shape[-1]
+        self.batch = tuple(a.shape[:-2])
+        self.m, self.n = (n, m) if transposed else (m, n)
+        self.passes = 0
+
+    @property
+    def T(self) -> Operator:  # noqa: N802
+        """The conjugate transpose, sharing the pass counter's starting value 0."""  # numpydoc ignore=RT01
+        return Operator(self.a, self.xp, dtype=self.dtype, dense=self.dense,
+                        transposed=not self.transposed)
+
+    def _forward(self, x: Any) -> Any:
+        out = self.a @ x
+        return out if self.dense else self.xp.asarray(out, dtype=self.dtype)
+
+    def _adjoint(self, y: Any) -> Any:
+        """``aᴴ y`` computed as ``(yᴴ a)ᴴ`` so dense ``a`` is never transposed or conjugated."""  # numpydoc ignore=PR01,RT01
+        xp = self.xp
+        if not self.dense:
+            out = self.a.rmatmat(y) if hasattr(self.a, "rmatmat") else self.a.conj().T @ y
+            return xp.asarray(out, dtype=self.dtype)
+        if not self.complex:
+            return xp.matrix_transpose(self.a) @ y
+        return xp.conj(xp.matrix_transpose(xp.conj(xp.matrix_transpose(y)) @ self.a))
+
+    def matmat(self, x: Any) -> Any:
+        """``op @ x`` (one pass over ``a``)."""  # numpydoc ignore=PR01,RT01
+        self.passes += 1
+        return self._adjoint(x) if self.transposed else self._forward(x)
+
+    def rmatmat(self, y: Any) -> Any:
+        """``opᴴ @ y`` (one pass over ``a``)."""  # numpydoc ignore=PR01,RT01
+        self.passes += 1
+        return self._forward(y) if self.transposed else self._adjoint(y)
+
+
+def as_operator(a: Any, xp: Any, dtype: Any) -> Operator:
+    """Wrap a dense array (already of floating ``dtype``) or a SciPy sparse/LinearOperator."""  # numpydoc ignore=PR01,RT01
+    if is_scipy_operator(a):
+        from scipy.sparse import issparse  # noqa: PLC0415
+        from scipy.sparse.linalg import aslinearoperator  # noqa: PLC0415
+
+        if issparse(a):
+            a = a.astype(dtype) if a.dtype != dtype else a
+            a = a.tocsr() if a.format not in ("csr", "csc") else a
+        a = aslinearoperator(a) if not issparse(a) else _SparseOperator(a)
+        return Operator(a, xp, dtype=dtype, dense=False)
+    return Operator(a, xp, dtype=dtype, dense=True)
+
+
+class _SparseOperator:
+    """Sparse matrix with ``@`` and ``rmatmat`` (adjoint precomputed once, no densifying)."""  # numpydoc ignore=PR01
+
+    def __init__(self, a: Any) -> None:
+        self.shape, self._a = a.shape, a
+        self._ah = a.conj().T if a.dtype.kind == "c" else a.T
+
+    def __matmul__(self, x: Any) -> Any:
+        return self._a @ x
+
+    def rmatmat(self, y: Any) -> Any:
+        """``aᴴ @ y``."""  # numpydoc ignore=PR01,RT01
+        return self._ah @ y

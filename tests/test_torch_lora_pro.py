@@ -1,0 +1,243 @@
+"""LoRAProAdamW and lora_pro_adjust_ on real (PEFT) torch models."""
+
+from __future__ import annotations
+
+import collections
+import copy
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+peft = pytest.importorskip("peft")
+
+from ref_lora_pro import projected_gradient, ref_full_adam_step, ref_lora_pro_adjust  # noqa: E402
+
+import lowrank  # noqa: E402
+from lowrank.torch import LoRAProAdamW, find_lora_pairs, lora_pro_adjust_  # noqa: E402
+
+
+def peft_model(dtype=torch.float64, *, seed=0, head=False):
+    """Two LoRA layers with different scalings (rsLoRA + rank/alpha patterns), B != 0."""
+    torch.manual_seed(seed)
+    layers = collections.OrderedDict(
+        fc1=torch.nn.Linear(10, 16), act=torch.nn.Tanh(), fc2=torch.nn.Linear(16, 6)
+    )
+    cfg = peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["fc1", "fc2"], use_rslora=True,
+        rank_pattern={"fc2": 2}, alpha_pattern={"fc2": 6},
+        modules_to_save=["head"] if head else None,
+    )
+    if head:
+        layers["head"] = torch.nn.Linear(6, 3)
+    model = peft.get_peft_model(torch.nn.Sequential(layers), cfg).to(dtype)
+    with torch.no_grad():  # B = 0 would make every step the degenerate regime
+        for pair in find_lora_pairs(model):
+            pair.B.normal_(0.0, 0.3)
+    return model
+
+
+def batch(dtype=torch.float64, n=32, seed=1, out=6):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 10, generator=g, dtype=dtype), torch.randn(n, out, generator=g, dtype=dtype)
+
+
+def loss_fn(model, x, y):
+    return ((model(x) - y) ** 2).mean()
+
+
+def test_adjust_in_place_projects_the_full_gradient_with_each_layers_scaling():
+    model = peft_model()
+    x, y = batch()
+    pairs = find_lora_pairs(model)
+    assert [p.scaling for p in pairs] == pytest.approx([8 / 2, 6 / np.sqrt(2)])
+    for p in pairs:  # obtain the full weight gradient G as an oracle
+        p.weight.requires_grad_(True)
+    loss_fn(model, x, y).backward()
+    lora_pro_adjust_(model)
+    for p in pairs:
+        G, A, B = (t.detach().numpy() for t in (p.weight.grad, p.A, p.B))
+        g_eq = p.scaling * (B @ p.A.grad.numpy() + p.B.grad.numpy() @ A)
+        assert np.allclose(g_eq, projected_gradient(A, B, G), rtol=1e-9, atol=1e-12)
+
+
+def test_adjust_in_place_then_sgd_follows_the_projected_gradient():
+    model = peft_model()
+    x, y = batch()
+    pairs = find_lora_pairs(model)
+    for p in pairs:
+        p.weight.requires_grad_(True)
+    loss_fn(model, x, y).backward()
+    before = [(p.scaling * p.B @ p.A).detach().clone() for p in pairs]
+    G = [p.weight.grad.clone() for p in pairs]
+    for p in pairs:
+        p.weight.requires_grad_(False)
+        p.weight.grad = None
+    lora_pro_adjust_(model, gauge="symmetric")
+    lr = 1e-5
+    torch.optim.SGD([t for p in pairs for t in (p.A, p.B)], lr=lr).step()
+    for p, w0, g in zip(pairs, before, G):
+        dW = ((p.scaling * p.B @ p.A).detach() - w0) / -lr
+        want = projected_gradient(p.A.detach().numpy(), p.B.detach().numpy(), g.numpy())
+        assert np.allclose(dW.numpy(), want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
+
+
+def manual_adam(state, g, lr, betas=(0.9, 0.999), eps=1e-8):
+    state["t"] = state.get("t", 0) + 1
+    state["m"] = betas[0] * state.get("m", 0 * g) + (1 - betas[0]) * g
+    state["v"] = betas[1] * state.get("v", 0 * g) + (1 - betas[1]) * g * g
+    t = state["t"]
+    return lr * (state["m"] / (1 - betas[0] ** t)) / ((state["v"] / (1 - betas[1] ** t)).sqrt() + eps)
+
+
+def test_efficient_mode_matches_reference_adam_on_adjusted_grads_and_plain_adamw():
+    model = peft_model(head=True)
+    ref_model = copy.deepcopy(model)
+    x, y = batch(out=3)
+    opt = LoRAProAdamW(model, lr=1e-2, weight_decay=0.1)
+    head = [p for n, p in ref_model.named_parameters() if p.requires_grad and "lora" not in n]
+    assert head  # the modules_to_save head: non-LoRA trainable parameters
+    head_opt = torch.optim.AdamW(head, lr=1e-2, weight_decay=0.1)
+    states = collections.defaultdict(dict)
+    for _ in range(3):
+        opt.zero_grad()
+        loss_fn(model, x, y).backward()
+        opt.step()
+        ref_model.zero_grad()
+        loss_fn(ref_model, x, y).backward()
+        head_opt.step()
+        with torch.no_grad():
+            for p in find_lora_pairs(ref_model):
+                gA, gB = ref_lora_pro_adjust(p.A, p.B, p.A.grad, p.B.grad, p.scaling)
+                for t, g in ((p.A, gA), (p.B, gB)):
+                    t.mul_(1 - 1e-2 * 0.1).sub_(manual_adam(states[id(t)], g, 1e-2))
+    for (n, a), b in zip(model.named_parameters(), ref_model.parameters()):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-9), n
+
+
+def test_full_mode_matches_reference_weight_space_adam():
+    torch.manual_seed(3)
+    A = torch.nn.Parameter(torch.randn(3, 12, dtype=torch.float64))
+    B = torch.nn.Parameter(torch.randn(9, 3, dtype=torch.float64))
+    W0 = torch.randn(9, 12, dtype=torch.float64)
+    x, y = torch.randn(40, 12, dtype=torch.float64), torch.randn(40, 9, dtype=torch.float64)
+    s = 1.5
+    opt = LoRAProAdamW([A, B], lr=1e-2, weight_decay=0.05, mode="full", pairs=[(A, B, s)])
+    rA, rB = A.detach().clone(), B.detach().clone()
+    state = {"step": 0, "m": torch.zeros_like(W0), "v": torch.zeros_like(W0)}
+    for _ in range(3):
+        opt.zero_grad()
+        ((x @ (W0 + s * B @ A).T - y) ** 2).mean().backward()
+        opt.step()
+        rA_, rB_ = rA.clone().requires_grad_(True), rB.clone().requires_grad_(True)
+        ((x @ (W0 + s * rB_ @ rA_).T - y) ** 2).mean().backward()
+        rA, rB = ref_full_adam_step(
+            rA, rB, rA_.grad, rB_.grad, state, scaling=s, lr=1e-2, betas=(0.9, 0.999),
+            eps=1e-8, weight_decay=0.05,
+        )
+    assert torch.allclose(A, rA, rtol=1e-6) and torch.allclose(B, rB, rtol=1e-6)
+    assert opt.state[A]["weight_exp_avg"].shape == W0.shape  # states of W size
+    assert "exp_avg" not in opt.state[B]
+
+
+def test_param_groups_scheduler_and_clipping_after_adjustment():
+    model = peft_model()
+    pairs = find_lora_pairs(model)
+    groups = [
+        {"params": [p.A for p in pairs], "lr": 0.0},
+        {"params": [p.B for p in pairs], "lr": 1e-2},
+    ]
+    eps, max_norm = 1e3, 1e-3  # huge eps: Adam's step-1 update is ~ lr·g/eps, linear in g
+    opt = LoRAProAdamW(groups, eps=eps, weight_decay=0.0, max_grad_norm=max_norm, pairs=model)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    x, y = batch()
+    loss_fn(model, x, y).backward()
+    adj = [
+        lowrank.lora_pro_adjust(p.A.detach(), p.B.detach(), p.A.grad, p.B.grad, scaling=p.scaling)
+        for p in pairs
+    ]
+    total = torch.sqrt(sum((g**2).sum() for a in adj for g in a))
+    raw_total = torch.sqrt(sum((t.grad**2).sum() for p in pairs for t in (p.A, p.B)))
+    assert not torch.isclose(total, raw_total, rtol=1e-2)  # clipping raw grads would differ
+    before = [(p.A.detach().clone(), p.B.detach().clone()) for p in pairs]
+    opt.step()
+    for p, (A0, B0), a in zip(pairs, before, adj):
+        assert torch.equal(p.A, A0)  # lr 0 group
+        g = a.grad_B * (max_norm / (total + 1e-6))
+        assert torch.allclose(B0 - p.B, 1e-2 * g / (g.abs() + eps), rtol=1e-6, atol=1e-15)
+    sched.step()
+    assert opt.param_groups[1]["lr"] == pytest.approx(5e-3)
+
+
+def test_gradient_accumulation_equals_full_batch():
+    model = peft_model()
+    twin = copy.deepcopy(model)
+    x, y = batch(n=32)
+    opt, opt2 = LoRAProAdamW(model, lr=1e-2), LoRAProAdamW(twin, lr=1e-2)
+    for _ in range(2):
+        opt.zero_grad()
+        for xs, ys in ((x[:16], y[:16]), (x[16:], y[16:])):
+            (loss_fn(model, xs, ys) / 2).backward()
+        opt.step()
+        opt2.zero_grad()
+        loss_fn(twin, x, y).backward()
+        opt2.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["efficient", "full"])
+def test_state_dict_round_trip_and_float32_states_for_bf16(mode):
+    model = peft_model(torch.bfloat16)
+    x, y = batch(torch.bfloat16)
+    opt = LoRAProAdamW(model, lr=1e-2, mode=mode)
+    for _ in range(2):
+        opt.zero_grad()
+        loss_fn(model, x, y).backward()
+        opt.step()
+    key = "exp_avg_sq" if mode == "efficient" else "weight_exp_avg_sq"
+    A = find_lora_pairs(model)[0].A
+    assert A.dtype == torch.bfloat16 and opt.state[A][key].dtype == torch.float32
+    twin = copy.deepcopy(model)
+    opt2 = LoRAProAdamW(twin, lr=1e-2, mode=mode)
+    opt2.load_state_dict(copy.deepcopy(opt.state_dict()))
+    A2 = find_lora_pairs(twin)[0].A
+    assert opt2.state[A2][key].dtype == torch.float32
+    assert torch.equal(opt2.state[A2][key], opt.state[A][key])
+    for m, o in ((model, opt), (twin, opt2)):
+        o.zero_grad()
+        loss_fn(m, x, y).backward()
+        o.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_layers_are_batched_in_one_core_call(monkeypatch):
+    from lowrank.torch import _lora_pro_batch
+
+    calls = []
+    real = _lora_pro_batch.lora_pro_adjust
+    monkeypatch.setattr(_lora_pro_batch, "lora_pro_adjust", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    layers = [torch.nn.Parameter(torch.randn(*sh)) for _ in range(4) for sh in ((2, 8), (8, 2))]
+    pairs = [(layers[2 * i], layers[2 * i + 1], 2.0) for i in range(4)]
+    opt = LoRAProAdamW(layers, pairs=pairs)
+    sum(((a.sum() * b.sum()) ** 2) for a, b, _ in pairs).backward()
+    opt.step()
+    assert calls == [(4, 2, 8)]
+
+
+def test_bad_arguments():
+    model = peft_model()
+    pairs = find_lora_pairs(model)
+    with pytest.raises(ValueError, match="pairs="):
+        LoRAProAdamW([p.A for p in pairs])
+    with pytest.raises(ValueError, match="both A and B must be in the optimizer"):
+        LoRAProAdamW([pairs[0].A, pairs[0].B], pairs=model)
+    with pytest.raises(ValueError, match="`mode` must be one of"):
+        LoRAProAdamW(model, mode="fast")
+    with pytest.raises(ValueError, match="`scaling` must be finite and > 0"):
+        LoRAProAdamW([pairs[0].A, pairs[0].B], pairs=[(pairs[0].A, pairs[0].B, 0.0)])
+    with pytest.raises(ValueError, match="need A of shape"):
+        lora_pro_adjust_([(pairs[0].B, pairs[0].A, 1.0)])
+    with pytest.raises(ValueError, match="invalid `lr`"):
+        LoRAProAdamW(model, lr=-1.0)
