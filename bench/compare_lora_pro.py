@@ -1,6 +1,6 @@
 """LoRA-Pro: lowrank vs a faithful port of the official computation, one process, one run.
 
-``python bench/compare.py lora_pro [--quick]``
+``python bench/compare.py lora_pro [--quick] [--threads N]``
 
 1. Per-layer adjustment, out = in = 4096, r = 16 and 64, float32, torch CPU:
    ``lowrank.lora_pro_adjust`` (two ``eigh``, no out×out matrix) against the official
@@ -102,6 +102,8 @@ def optimizer_step(n, r, n_layers, repeat):
 
 def main(argv: list[str]) -> int:
     quick = "--quick" in argv
+    if "--threads" in argv:  # e.g. --threads 1 on a busy shared machine
+        torch.set_num_threads(int(argv[argv.index("--threads") + 1]))
     repeat = 3 if quick else 7
     print(f"torch {torch.__version__}, lowrank {lowrank.__version__}")
     per_layer(1024 if quick else 4096, [16] if quick else [16, 64], repeat)

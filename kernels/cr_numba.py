@@ -16,19 +16,23 @@ from ._jit import njit, pjit
 # Below this many elements a parallel region costs more than it saves (thread wake-up).
 _PARALLEL_MIN = 1 << 18
 
-_UNROLL = 8
-
-
 @njit
 def _sumsq(x):
-    # eight independent accumulators: the reduction vectorises without fastmath
-    acc = np.zeros(_UNROLL, dtype=x.dtype)
+    # eight independent accumulators: no allocation, and the reduction pipelines
+    # without fastmath (the summation order is fixed, so results are reproducible)
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
     n = x.shape[0]
-    stop = n - n % _UNROLL
-    for j in range(0, stop, _UNROLL):
-        for k in range(_UNROLL):
-            acc[k] += x[j + k] * x[j + k]
-    total = acc.sum()
+    stop = n - n % 8
+    for j in range(0, stop, 8):
+        s0 += x[j] * x[j]
+        s1 += x[j + 1] * x[j + 1]
+        s2 += x[j + 2] * x[j + 2]
+        s3 += x[j + 3] * x[j + 3]
+        s4 += x[j + 4] * x[j + 4]
+        s5 += x[j + 5] * x[j + 5]
+        s6 += x[j + 6] * x[j + 6]
+        s7 += x[j + 7] * x[j + 7]
+    total = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
     for j in range(stop, n):
         total += x[j] * x[j]
     return total
@@ -39,17 +43,27 @@ def _row_norms(x, out):
         out[i] = np.sqrt(_sumsq(x[i]))
 
 
+@njit
+def _add_squares(x, lo, hi, acc):
+    # rows lo..hi-1 into acc, four rows per sweep: a quarter of the read-modify-write
+    # traffic on acc (which outgrows L1 for long rows)
+    stop = hi - (hi - lo) % 4
+    for i in range(lo, stop, 4):
+        r0, r1, r2, r3 = x[i], x[i + 1], x[i + 2], x[i + 3]
+        for j in range(acc.shape[0]):
+            acc[j] += (r0[j] * r0[j] + r1[j] * r1[j]) + (r2[j] * r2[j] + r3[j] * r3[j])
+    for i in range(stop, hi):
+        r0 = x[i]
+        for j in range(acc.shape[0]):
+            acc[j] += r0[j] * r0[j]
+
+
 def _col_norms(x, out, n_chunks):
     rows, cols = x.shape
     partial = np.zeros((n_chunks, cols), dtype=out.dtype)
     step = (rows + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):
-        # one contiguous sweep per row; the inner loop is an elementwise update
-        for i in range(c * step, min(rows, (c + 1) * step)):
-            row = x[i]
-            acc = partial[c]
-            for j in range(cols):
-                acc[j] += row[j] * row[j]
+        _add_squares(x, c * step, min(rows, (c + 1) * step), partial[c])
     for j in range(cols):
         s = partial[0, j]
         for c in range(1, n_chunks):
@@ -95,14 +109,25 @@ def _gather_rows_of(src, idx, scale, out):
 
 
 def _gather_cols_of(src, idx, scale, out):
-    # out[i, j] = src[i, idx[j]] * scale[j] for C-ordered src: row i is read once per
-    # output row (sorted idx -> forward access), out written contiguously; parallel rows
-    r = idx.shape[0]
-    for i in prange(src.shape[0]):
-        row = src[i]
-        dst = out[i]
-        for j in range(r):
-            dst[j] = row[idx[j]] * scale[j]
+    # out[i, j] = src[i, idx[j]] * scale[j] for C-ordered src, four rows per sweep (four
+    # independent load streams hide latency); sorted idx -> forward access; parallel rows
+    n, r = src.shape[0], idx.shape[0]
+    for q in prange((n + 3) // 4):
+        lo = 4 * q
+        if lo + 4 <= n:
+            r0, r1, r2, r3 = src[lo], src[lo + 1], src[lo + 2], src[lo + 3]
+            d0, d1, d2, d3 = out[lo], out[lo + 1], out[lo + 2], out[lo + 3]
+            for j in range(r):
+                c, s = idx[j], scale[j]
+                d0[j] = r0[c] * s
+                d1[j] = r1[c] * s
+                d2[j] = r2[c] * s
+                d3[j] = r3[c] * s
+        else:
+            for i in range(lo, n):
+                row, dst = src[i], out[i]
+                for j in range(r):
+                    dst[j] = row[idx[j]] * scale[j]
 
 
 _BLOCK = 64

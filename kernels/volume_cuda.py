@@ -66,7 +66,7 @@ def _reflect(w, n, k, j, norm):
 
 @cuda.jit(device=True)
 def _log_volume(a, b, w):
-    """(log prod |R_jj|, prod |R_jj| or -1 if a partial product left the safe range)
+    """(log prod |R_jj|, prod |R_jj| or -inf if a partial product left the safe range)
     of a[b] (n×k, n >= k), by Householder QR on the local copy w."""
     n, k = a.shape[1], a.shape[2]
     guard = 0.0  # NaN if any entry is NaN or Inf

@@ -101,9 +101,6 @@ def _householder_volume(a, b, w, diag, take_log):
     return _finish(prod, in_range, diag, k, take_log) + guard
 
 
-_LANES = 8  # matrices processed side by side: the inner loops run over lanes (SIMD)
-
-
 @njit
 def _cross_lanes(a, b0, count, ss):
     """ss[l] = ‖x × y‖² for the 3×2 matrices a[b0 + l] (the area, squared)."""
@@ -117,19 +114,24 @@ def _cross_lanes(a, b0, count, ss):
         ss[lane] = c0 * c0 + c1 * c1 + c2 * c2
 
 
-@njit
-def _householder_lanes(a, b0, count, w, lanes, ss, prod):
-    """Unscaled Householder QR of _LANES matrices at once; ss[l] = min |R_jj|² margin.
+_LANES = 8  # matrices side by side in the lane path (one AVX-512 register of float64)
 
-    ``lanes`` is (4, _LANES) scratch. ``prod[l]`` gets prod |R_jj|; ``ss[l]`` is a squared norm outside the safe range if
-    any |R_jj|² (or a partial product) left it, which sends lane l to the scaled path.
+
+@njit
+def _householder_lanes(a, b0, w, t, ss, prod):
+    """Unscaled Householder QR of the _LANES matrices a[b0:b0+_LANES] side by side.
+
+    ``w[j, i, l]`` is entry (i, j) of matrix l: the inner loops run over lanes, which
+    are independent (no loop-carried dependence, unlike one matrix's dot products).
+    ``t`` is (4, _LANES) scratch. ``prod[l]`` gets prod |R_jj|; ``ss[l]`` is set to 0
+    (outside the safe range) if some |R_jj|² or partial product left it.
     """
     n, k = a.shape[1], a.shape[2]
-    for lane in range(count):
+    for lane in range(_LANES):
         for i in range(n):
             for j in range(k):
                 w[j, i, lane] = a[b0 + lane, i, j]
-    norm2, tau, inv, dot = lanes[0], lanes[1], lanes[2], lanes[3]
+    norm2, inv, tau, dot = t[0], t[1], t[2], t[3]
     ss[:] = 1.0
     prod[:] = 1.0
     for j in range(k):
@@ -164,22 +166,24 @@ def _householder_lanes(a, b0, count, w, lanes, ss, prod):
 
 
 @pjit
-def _volumes(a, out, take_log, n_chunks):
+def _volumes(a, out, take_log, n_chunks, lanes):
     batch, n, k = a.shape
-    n_blocks = (batch + _LANES - 1) // _LANES
+    n_blocks = (batch + lanes - 1) // lanes
     for c in prange(n_chunks):
-        w = np.zeros((k, n, _LANES))
-        ss, prod, lanes = np.zeros(_LANES), np.ones(_LANES), np.zeros((4, _LANES))
+        w, t = np.zeros((k, n, _LANES)), np.zeros((4, _LANES))
+        ss, prod = np.zeros(lanes), np.ones(lanes)
         w1, diag = np.zeros((k, n)), np.zeros(k)
         for blk in range(c * n_blocks // n_chunks, (c + 1) * n_blocks // n_chunks):
-            b0 = blk * _LANES
-            count = min(_LANES, batch - b0)
+            b0 = blk * lanes
+            count = min(lanes, batch - b0)
             if n == 3 and k == 2:
                 _cross_lanes(a, b0, count, ss)
                 for lane in range(count):
                     prod[lane] = math.sqrt(ss[lane])
-            else:
-                _householder_lanes(a, b0, count, w, lanes, ss, prod)
+            elif count == lanes:
+                _householder_lanes(a, b0, w, t, ss, prod)
+            else:  # the last, partial block: one matrix at a time
+                ss[:count] = 0.0
             for lane in range(count):
                 if _SQ_LO < ss[lane] < _SQ_HI:
                     out[b0 + lane] = math.log(prod[lane]) if take_log else prod[lane]
@@ -193,10 +197,11 @@ def log_gram_volume(a, out, take_log=True):
     ``a`` may have any strides and be float32 or float64; ``out`` is (batch,). Performs
     no input validation.
     """
-    batch = a.shape[0]
-    n_chunks = min((batch + _LANES - 1) // _LANES, 8 * numba.get_num_threads())
+    batch, n, k = a.shape
+    lanes = 64 if (n, k) == (3, 2) else _LANES  # matrices per block
+    n_chunks = min((batch + lanes - 1) // lanes, 8 * numba.get_num_threads())
     if n_chunks > 0:
         # Only matters under NUMBA_DISABLE_JIT=1, where scalars are NumPy's and warn on
         # the inf/NaN that the safe-range checks are designed to catch.
         with np.errstate(all="ignore"):
-            _volumes(a, out, bool(take_log), n_chunks)
+            _volumes(a, out, bool(take_log), n_chunks, lanes)

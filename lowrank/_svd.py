@@ -60,7 +60,9 @@ class LowRankApprox(NamedTuple):
     passes: int
 
 
-def truncated_svd(a: Array, /, rank: int, *, check_finite: bool = True, xp: Any = None) -> SVDResult:
+def truncated_svd(
+    a: Array, /, rank: int, *, check_finite: bool = True, xp: Any = None
+) -> SVDResult:
     """Exact optimal rank-`rank` approximation ``a ≈ U @ diag(S) @ Vh`` (Eckart–Young).
 
     The leading `rank` singular triplets of `a`, batched over leading axes. By the
@@ -150,7 +152,9 @@ def truncated_svd(a: Array, /, rank: int, *, check_finite: bool = True, xp: Any 
     return SVDResult(*(_cast(f, out_dtype, xp) for f in factors))
 
 
-def pinv(a: Array, /, *, rtol: float | None = None, check_finite: bool = True, xp: Any = None) -> Array:
+def pinv(
+    a: Array, /, *, rtol: float | None = None, check_finite: bool = True, xp: Any = None
+) -> Array:
     """Moore–Penrose pseudo-inverse ``a^† = V Σ^† Uᴴ`` through the SVD.
 
     Singular values ``σ <= rtol * σ_1`` count as zero, which makes the result correct
@@ -308,10 +312,13 @@ def optimal_factor(
     _validation.check_option(side, "side", ("right", "left"))
     _validation.check_matrix(a, "a")
     _validation.check_matrix(m, "m")
-    (wa, out_a), (wm, out_m) = _validation.to_floating(a, "a", xp), _validation.to_floating(m, "m", xp)
+    (wa, out_a), (wm, out_m) = (
+        _validation.to_floating(a, "a", xp),
+        _validation.to_floating(m, "m", xp),
+    )
     work_dtype, out_dtype = xp.result_type(wa, wm), xp.result_type(out_a, out_m)
     wa, wm = xp.astype(wa, work_dtype, copy=False), xp.astype(wm, work_dtype, copy=False)
-    out_shape = _factor_shape(wa.shape, wm.shape, side)
+    out_shape = _factor_shape(tuple(wa.shape), tuple(wm.shape), side)
     rtol = _check_rtol(rtol, wa, xp)
     if check_finite:
         _validation.check_finite(wa, "a", xp)
@@ -323,7 +330,7 @@ def optimal_factor(
 
 
 def _partial_svd(a: Any, rank: int, xp: Any) -> tuple[Any, Any, Any] | None:
-    """Verified PROPACK triplets for large real 2-D NumPy input at small rank, else None."""  # numpydoc ignore=PR01,RT01
+    """Verified PROPACK triplets where it pays off, else None."""  # numpydoc ignore=PR01,RT01
     if not _compat.is_numpy_namespace(xp):
         return None
     if not _svd_partial.prefers_partial_solver(tuple(a.shape), rank, a.dtype):
@@ -337,7 +344,7 @@ def _partial_svd(a: Any, rank: int, xp: Any) -> tuple[Any, Any, Any] | None:
 
 
 def _empty_svd(a: Any, rank: int, xp: Any) -> tuple[Any, Any, Any]:
-    """Zero-filled factors for rank 0 or an empty input (no SVD call on empty arrays)."""  # numpydoc ignore=PR01,RT01
+    """Zero-filled factors for rank 0 or empty input."""  # numpydoc ignore=PR01,RT01
     *batch, m, n = a.shape
     dev = _compat.device(a)
     real = xp.real(xp.zeros((), dtype=a.dtype)).dtype
@@ -349,21 +356,25 @@ def _empty_svd(a: Any, rank: int, xp: Any) -> tuple[Any, Any, Any]:
 
 
 def _cast(x: Any, dtype: Any, xp: Any) -> Any:
-    """Cast a real result back to the caller's low-precision dtype (float16/bfloat16)."""  # numpydoc ignore=PR01,RT01
-    if xp.isdtype(x.dtype, "real floating") and x.dtype != dtype and xp.isdtype(dtype, "real floating"):
+    """Cast a real result back to a float16/bfloat16 input dtype."""  # numpydoc ignore=PR01,RT01
+    if (
+        xp.isdtype(x.dtype, "real floating")
+        and x.dtype != dtype
+        and xp.isdtype(dtype, "real floating")
+    ):
         return xp.astype(x, dtype)
     return x
 
 
 def _check_rtol(rtol: Any, a: Any, xp: Any) -> float:
-    """Validated ``rtol``; None gives the SPEC §0.3 default ``max(m, n) * eps``."""  # numpydoc ignore=PR01,RT01
+    """Validated ``rtol``; None gives the SPEC §0.3 default."""  # numpydoc ignore=PR01,RT01
     if rtol is None:
         return _agnostic.default_rtol(tuple(a.shape), a.dtype, xp)
     return _validation.check_positive(rtol, "rtol", strict=False)
 
 
-def _factor_shape(a_shape: tuple[int, ...], m_shape: tuple[int, ...], side: str) -> tuple[int, ...]:
-    """Shape of the optimal factor; ValueError naming the mismatch otherwise."""  # numpydoc ignore=PR01,RT01
+def _factor_shape(a_shape: tuple[int, ...], m_shape: tuple[int, ...], side: str) -> Any:
+    """Shape of the optimal factor; ValueError on a mismatch."""  # numpydoc ignore=PR01,RT01
     axis, name = (-2, "rows") if side == "right" else (-1, "columns")
     if a_shape[axis] != m_shape[axis]:
         msg = (
@@ -380,7 +391,7 @@ def _broadcast_batch(s1: tuple[int, ...], s2: tuple[int, ...]) -> tuple[int, ...
     """Broadcast two batch shapes, naming both in the error."""  # numpydoc ignore=PR01,RT01
     ndim = max(len(s1), len(s2))
     p1, p2 = (1,) * (ndim - len(s1)) + s1, (1,) * (ndim - len(s2)) + s2
-    if any(d1 != d2 and 1 not in (d1, d2) for d1, d2 in zip(p1, p2)):
+    if any(d1 != d2 and 1 not in (d1, d2) for d1, d2 in zip(p1, p2, strict=True)):
         msg = f"batch shapes of `a` {s1} and `m` {s2} do not broadcast"
         raise ValueError(msg)
-    return tuple(d2 if d1 == 1 else d1 for d1, d2 in zip(p1, p2))
+    return tuple(d2 if d1 == 1 else d1 for d1, d2 in zip(p1, p2, strict=True))

@@ -86,7 +86,7 @@ def _volume(a: Any, xp: Any, *, log: bool, check_finite: bool) -> Any:
 def gram_volume(
     a: Array, /, *, check_finite: bool = True, xp: ArrayNamespace | None = None
 ) -> Array:
-    r"""Volume spanned by the columns of ``a``: ``sqrt(det(aᴴ a))``, batched.
+    r"""Compute the volume spanned by the columns of ``a``, ``sqrt(det(aᴴ a))``, batched.
 
     The k-dimensional volume of the parallelotope spanned by the k columns of an n×k
     matrix (SPEC D1): the product of its singular values, and |det a| when n = k. It
@@ -155,7 +155,7 @@ def gram_volume(
 def log_gram_volume(
     a: Array, /, *, check_finite: bool = True, xp: ArrayNamespace | None = None
 ) -> Array:
-    r"""Natural logarithm of the column volume ``sqrt(det(aᴴ a))``, batched.
+    r"""Compute the natural log of the column volume ``sqrt(det(aᴴ a))``, batched.
 
     ``sum(log |R_ii|)`` of a QR factorisation ``a = QR``: finite and accurate where the
     volume itself under- or overflows, and ``-inf`` when the volume is 0 (n < k or
@@ -219,7 +219,7 @@ def _longer_side(a: Any, xp: Any, *, log: bool, check_finite: bool) -> Any:
 def nonsquare_det(
     a: Array, /, *, check_finite: bool = True, xp: ArrayNamespace | None = None
 ) -> Array:
-    r"""Su's non-square determinant: the product of the min(n, k) singular values.
+    r"""Compute Su's non-square determinant, the product of the min(n, k) singular values.
 
     Post 6096's convention takes the volume along the longer side:
     ``sqrt(det(aᴴa))`` if n >= k and ``sqrt(det(a aᴴ))`` if n < k (SPEC D1, §6.1).
@@ -278,7 +278,7 @@ def nonsquare_det(
 def log_nonsquare_det(
     a: Array, /, *, check_finite: bool = True, xp: ArrayNamespace | None = None
 ) -> Array:
-    """Natural logarithm of :func:`nonsquare_det`, finite where it under- or overflows.
+    """Compute the natural log of :func:`nonsquare_det`, finite where it under/overflows.
 
     Parameters
     ----------

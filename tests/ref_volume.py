@@ -45,7 +45,8 @@ def det_volume(a: np.ndarray) -> np.ndarray:
 def cauchy_binet_volume(a: np.ndarray) -> float:
     """sqrt(sum over k-row subsets S of |det a[S, :]|²); 0 when n < k."""
     n, k = a.shape
-    total = sum(abs(np.linalg.det(a[list(rows), :])) ** 2 for rows in itertools.combinations(range(n), k))
+    subsets = itertools.combinations(range(n), k)
+    total = sum(abs(np.linalg.det(a[list(rows), :])) ** 2 for rows in subsets)
     return math.sqrt(total) if k else 1.0
 
 

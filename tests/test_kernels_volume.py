@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("numba")
 
-from ref_volume import mp_log_volume  # noqa: E402
+from lowrank.kernels import volume_numba
+from ref_volume import mp_log_volume
 
-from lowrank._agnostic import _volume as agnostic  # noqa: E402
-from lowrank.kernels import volume_numba  # noqa: E402
+from lowrank._agnostic import _volume as agnostic
 
 SHAPES = [(3, 2), (5, 2), (2, 2), (3, 1), (16, 4), (6, 6), (33, 32), (9, 3)]
 
@@ -78,9 +78,12 @@ def test_zero_column_and_nonfinite_entries(shape):
     a[2, -1, 0] = np.nan
     a[3, 0, -1] = np.inf
     logs, vols = run(a, True), run(a, False)
-    assert logs[0] == -math.inf and logs[1] == -math.inf
-    assert vols[0] == 0.0 and vols[1] == 0.0
-    assert np.isnan(logs[2:]).all() and np.isnan(vols[2:]).all()
+    assert logs[0] == -math.inf
+    assert logs[1] == -math.inf
+    assert vols[0] == 0.0
+    assert vols[1] == 0.0
+    assert np.isnan(logs[2:]).all()
+    assert np.isnan(vols[2:]).all()
     b = np.zeros((1, *shape))
     b[0, :, 0] = 0.0
     b[0, 0, -1] = np.nan  # NaN in a column after a zero one: still NaN, not -inf

@@ -153,7 +153,8 @@ def test_nonsquare_det_is_transpose_symmetric(xp, use_kernels, asarray):
     a = np.random.default_rng(5).standard_normal((3, 5, 2))
     x = asarray(a)
     d = to_numpy(lowrank.nonsquare_det(x))
-    np.testing.assert_allclose(to_numpy(lowrank.nonsquare_det(xp.matrix_transpose(x))), d, rtol=1e-13)
+    dt = to_numpy(lowrank.nonsquare_det(xp.matrix_transpose(x)))
+    np.testing.assert_allclose(dt, d, rtol=1e-13)
     np.testing.assert_allclose(d, np.prod(np.linalg.svd(a, compute_uv=False), axis=-1), rtol=1e-13)
 
 
@@ -163,8 +164,12 @@ def test_exact_rank_deficiency(xp, dtype, use_kernels, asarray):
     a[3] = 0.0
     x = asarray(a, dtype=dtype)
     vol, logvol = to_numpy(lowrank.gram_volume(x)), to_numpy(lowrank.log_gram_volume(x))
-    assert vol[1] == 0.0 and vol[3] == 0.0 and np.all(vol[[0, 2]] > 0)
-    assert logvol[1] == -np.inf and logvol[3] == -np.inf and np.all(np.isfinite(logvol[[0, 2]]))
+    assert vol[1] == 0.0
+    assert vol[3] == 0.0
+    assert np.all(vol[[0, 2]] > 0)
+    assert logvol[1] == -np.inf
+    assert logvol[3] == -np.inf
+    assert np.all(np.isfinite(logvol[[0, 2]]))
 
 
 @pytest.mark.parametrize(("scale", "n", "k"), [(1e-3, 200, 200), (1e-170, 3, 2), (1e200, 3, 2),
@@ -188,9 +193,11 @@ def test_log_volume_finite_where_volume_under_or_overflows(xp, use_kernels, asar
 def test_batched_shapes_dtype_namespace(xp, dtype, use_kernels, asarray, shape):
     a = np.random.default_rng(8).standard_normal(shape)
     x = asarray(a, dtype=dtype)
-    for fn in FUNCS + [lowrank.nonsquare_det, lowrank.log_nonsquare_det]:
+    for fn in [*FUNCS, lowrank.nonsquare_det, lowrank.log_nonsquare_det]:
         out = fn(x)
-        assert out.shape == shape[:-2] and out.dtype == dtype and same_namespace(xp, out)
+        assert out.shape == shape[:-2]
+        assert out.dtype == dtype
+        assert same_namespace(xp, out)
     expected = np.log(det_volume(a)) if a.size else np.zeros(shape[:-2])
     rtol = 1e-4 if dtype == xp.float32 else 1e-12
     np.testing.assert_allclose(to_numpy(lowrank.log_gram_volume(x)), expected, rtol=rtol, atol=rtol)
@@ -208,7 +215,8 @@ def test_integer_bool_and_half_inputs():
     assert lowrank.gram_volume(np.array([[3, 0], [0, 2], [0, 0]])).dtype == np.float64
     assert float(lowrank.gram_volume(np.eye(3, 2, dtype=bool))) == 1.0
     half = lowrank.log_gram_volume(np.eye(4, 2, dtype=np.float16) * 2)
-    assert half.dtype == np.float16 and float(half) == pytest.approx(2 * math.log(2), rel=1e-3)
+    assert half.dtype == np.float16
+    assert float(half) == pytest.approx(2 * math.log(2), rel=1e-3)
 
 
 def test_any_strides_and_no_mutation(use_kernels):

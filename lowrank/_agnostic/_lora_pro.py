@@ -25,13 +25,14 @@ AUTO_RATIO = 1e-3
 
 
 class GramSpectra(NamedTuple):
-    """Eigendecompositions of S_B = BᵀB and S_A = AAᵀ (float64) and their damped inverses."""
+    """Eigendecompositions of S_B = BᵀB and S_A = AAᵀ and damped inverses, all float64."""
 
     lam: Any  # (..., r) eigenvalues of S_B, clamped at 0
     QB: Any  # (..., r, r)
     mu: Any  # (..., r) eigenvalues of S_A, clamped at 0
     QA: Any
-    SB_inv: Any  # (..., r, r) damped pseudo-inverse of S_B, in the input dtype
+    SB: Any  # (..., r, r) the Gram matrices themselves
+    SB_inv: Any  # (..., r, r) damped pseudo-inverse of S_B
     SA_inv: Any
 
 
@@ -40,9 +41,9 @@ def _matT(a: Any, xp: Any) -> Any:
     return xp.matrix_transpose(a)
 
 
-def _input_eps(dtype: Any, xp: Any) -> float:
-    """Machine epsilon of the dtype the Gram matrices were formed in."""  # numpydoc ignore=PR01,RT01
-    return float(xp.finfo(dtype).eps)
+def _f64(a: Any, xp: Any) -> Any:
+    """Arrays to float64 (Python scalars pass through)."""  # numpydoc ignore=PR01,RT01
+    return xp.astype(a, xp.float64) if hasattr(a, "shape") else a
 
 
 def _inverse_weights(lam: Any, other_trace: Any, damping: Any, eps: float, xp: Any) -> Any:
@@ -69,23 +70,20 @@ def _inverse_weights(lam: Any, other_trace: Any, damping: Any, eps: float, xp: A
 
 
 def gram_spectra(A: Any, B: Any, damping: Any, xp: Any) -> GramSpectra:
-    """One batched ``eigh`` of [S_B, S_A]; damped inverses cast back to the input dtype."""  # numpydoc ignore=PR01,RT01
-    dtype = A.dtype
-    SB = _matT(B, xp) @ B
-    SA = A @ _matT(A, xp)
-    S = xp.astype(xp.stack([SB, SA], axis=0), xp.float64)
+    """One batched ``eigh`` of [S_B, S_A] (float64) and the damped inverses."""  # numpydoc ignore=PR01,RT01
+    S = xp.astype(xp.stack([_matT(B, xp) @ B, A @ _matT(A, xp)], axis=0), xp.float64)
     S = 0.5 * (S + _matT(S, xp))  # exact symmetry for eigh
     evals, Q = xp.linalg.eigh(S)
     evals = xp.maximum(evals, xp.zeros_like(evals))  # PSD: negatives are rounding
     lam, mu, QB, QA = evals[0, ...], evals[1, ...], Q[0, ...], Q[1, ...]
-    eps = _input_eps(dtype, xp)
+    eps = float(xp.finfo(A.dtype).eps)  # the Grams carry the input dtype's rounding
     tr_B = xp.sum(lam, axis=-1, keepdims=True)
     tr_A = xp.sum(mu, axis=-1, keepdims=True)
     fB = _inverse_weights(lam, tr_A, damping, eps, xp)
     fA = _inverse_weights(mu, tr_B, damping, eps, xp)
-    SB_inv = xp.astype((QB * fB[..., None, :]) @ _matT(QB, xp), dtype)
-    SA_inv = xp.astype((QA * fA[..., None, :]) @ _matT(QA, xp), dtype)
-    return GramSpectra(lam, QB, mu, QA, SB_inv, SA_inv)
+    SB_inv = (QB * fB[..., None, :]) @ _matT(QB, xp)
+    SA_inv = (QA * fA[..., None, :]) @ _matT(QA, xp)
+    return GramSpectra(lam, QB, mu, QA, S[0, ...], SB_inv, SA_inv)
 
 
 def solve_sylvester_spd(lam: Any, QB: Any, mu: Any, QA: Any, K: Any, xp: Any) -> Any:
@@ -94,53 +92,59 @@ def solve_sylvester_spd(lam: Any, QB: Any, mu: Any, QA: Any, K: Any, xp: Any) ->
     X = QB [(QBᵀ K QA)_ij / (lam_i + mu_j)] QAᵀ: two real symmetric eigendecompositions,
     no complex ``eig`` and no r²×r² system. Quotients with lam_i + mu_j at rounding
     level (both factors null in that direction) are set to zero, which is the
-    minimum-norm least-squares solution of the singular system (SPEC §8.8). Batched;
-    float64 in, float64 out.
+    minimum-norm least-squares solution of the singular system (SPEC §8.8). Batched.
     """  # numpydoc ignore=PR01,RT01
     denom = lam[..., :, None] + mu[..., None, :]
     scale = xp.max(lam, axis=-1)[..., None, None] + xp.max(mu, axis=-1)[..., None, None]
-    tol = 8 * lam.shape[-1] * float(xp.finfo(xp.float64).eps) * scale
+    tol = 8 * lam.shape[-1] * float(xp.finfo(lam.dtype).eps) * scale
     keep = denom > tol
     inv = xp.where(keep, 1.0 / xp.where(keep, denom, xp.ones_like(denom)), xp.zeros_like(denom))
     core = (_matT(QB, xp) @ K @ QA) * inv
     return QB @ core @ _matT(QA, xp)
 
 
-def _base_solution(A: Any, B: Any, gA: Any, gB: Any, spec: GramSpectra, inv_s2: Any, xp: Any):
-    """Official-code base member (X = 0, projector on g_B'), plus Bᵀg_B (SPEC D4)."""  # numpydoc ignore=PR01,RT01
-    a0 = inv_s2 * (spec.SB_inv @ gA)
-    BtgB = _matT(B, xp) @ gB
-    b0 = inv_s2 * ((gB - B @ (spec.SB_inv @ BtgB)) @ spec.SA_inv)
-    return a0, b0, BtgB
+def _coefficients(A, B, gA, gB, spec, inv_s2, gauge, xp):  # noqa: PLR0913
+    """r×r matrices (float64) with g_A' = CA gA + X A and g_B' = gB CB − B (MB + X).
 
-
-def _gauge(A, B, gA, gB, a0, b0, BtgB, spec, inv_s2, gauge, xp):  # noqa: PLR0913
-    """The r×r gauge matrix X for ``gauge`` (float64 for "sylvester")."""  # numpydoc ignore=PR01,RT01
+    The base member (official code, X = 0) is a0 = CA gA, b0 = gB CB − B MB with
+    CA = S_B⁻¹/s², CB = S_A⁻¹/s², MB = S_B⁻¹ Bᵀg_B S_A⁻¹/s² (SPEC D4).
+    """  # numpydoc ignore=PR01,RT01
+    s2 = _f64(inv_s2, xp)
+    BtgB = _f64(_matT(B, xp) @ gB, xp)
+    CA, CB = s2 * spec.SB_inv, s2 * spec.SA_inv
+    MB = CA @ BtgB @ spec.SA_inv
+    if gauge == "zero":
+        return CA, CB, MB, None
     if gauge == "symmetric":
-        return -0.5 * inv_s2 * (spec.SB_inv @ BtgB @ spec.SA_inv)
-    # Sylvester gauge: X minimises ||a0 + XA - gA||² + ||b0 - BX - gB||² exactly, so
-    # S_B X + X S_A = (gA - a0)Aᵀ + Bᵀ(b0 - gB). Without damping this is D4's
-    # K = -(1/s²) S_B⁻¹ g_A Aᵀ; with damping it stays the exact minimiser.
-    K = (gA - a0) @ _matT(A, xp) + _matT(B, xp) @ (b0 - gB)
-    K = xp.astype(K, xp.float64)
-    return xp.astype(solve_sylvester_spd(spec.lam, spec.QB, spec.mu, spec.QA, K, xp), A.dtype)
+        return CA, CB, MB, -0.5 * MB
+    # Sylvester gauge: X minimises ||a0 + XA − gA||² + ||b0 − BX − gB||² exactly:
+    # S_B X + X S_A = (gA − a0)Aᵀ + Bᵀ(b0 − gB), evaluated with r×r products only.
+    # Without damping this is D4's K = −S_B⁻¹ g_A Aᵀ / s²; with damping it stays exact.
+    gAAt = _f64(gA @ _matT(A, xp), xp)
+    Bt_b0 = BtgB @ CB - spec.SB @ MB
+    K = gAAt - CA @ gAAt + Bt_b0 - BtgB
+    return CA, CB, MB, solve_sylvester_spd(spec.lam, spec.QB, spec.mu, spec.QA, K, xp)
 
 
 def lora_pro_adjust(A, B, gA, gB, *, inv_s2, gauge, damping, xp):  # noqa: PLR0913
     """See docstring in `lowrank._lora_pro`."""  # numpydoc ignore=PR01,RT01
     spec = gram_spectra(A, B, damping, xp)
-    a0, b0, BtgB = _base_solution(A, B, gA, gB, spec, inv_s2, xp)
-    if gauge == "zero":
-        return a0, b0
-    X = _gauge(A, B, gA, gB, a0, b0, BtgB, spec, inv_s2, gauge, xp)
-    return a0 + X @ A, b0 - B @ X
+    CA, CB, MB, X = _coefficients(A, B, gA, gB, spec, inv_s2, gauge, xp)
+    dt = A.dtype
+    new_A = xp.astype(CA, dt) @ gA
+    if X is not None:
+        new_A = new_A + xp.astype(X, dt) @ A
+        MB = MB + X
+    new_B = gB @ xp.astype(CB, dt) - B @ xp.astype(MB, dt)
+    return new_A, new_B
 
 
 def equivalent_gradient(A, B, gA, gB, *, scale, damping, xp):  # noqa: PLR0913
     """See docstring in `lowrank._lora_pro`."""  # numpydoc ignore=PR01,RT01
     spec = gram_spectra(A, B, damping, xp)
-    a0, b0, _ = _base_solution(A, B, gA, gB, spec, 1.0 / (scale * scale), xp)
-    # g~ = s (B a0 + b0 A), as ONE product with inner dimension 2r.
-    left = xp.concat([B, b0], axis=-1)
-    right = xp.concat([a0, A], axis=-2)
-    return scale * (left @ right)
+    CA, CB, MB, _ = _coefficients(A, B, gA, gB, spec, 1.0 / (scale * scale), "zero", xp)
+    s, dt = _f64(scale, xp), A.dtype
+    # g~ = s(B a0 + b0 A) = B (s CA gA − s MB A) + (s gB CB) A: ONE product, inner dim 2r.
+    right_top = xp.astype(s * CA, dt) @ gA - xp.astype(s * MB, dt) @ A
+    left = xp.concat([B, gB @ xp.astype(s * CB, dt)], axis=-1)
+    return left @ xp.concat([right_top, A], axis=-2)

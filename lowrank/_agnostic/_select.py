@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from .._lib import _compat
 from .._lib._random import Random
 from ._linalg import conj_transpose
@@ -56,7 +58,8 @@ def _swap_gains(a: Any, cols: list[int], xp: Any) -> tuple[float, Any]:
     idx = xp.asarray(cols, dtype=xp.int64, device=_compat.device(a))
     Q, R = xp.linalg.qr(xp.take(a, idx, axis=1))
     diag = xp.abs(xp.linalg.diagonal(R))
-    logvol = float(xp.sum(xp.log(diag)))
+    with np.errstate(divide="ignore"):  # log(0) = -inf: a rank-deficient selection
+        logvol = float(xp.sum(xp.log(diag)))
     if not math.isfinite(logvol):
         return logvol, None
     coef = conj_transpose(Q, xp) @ a  # k × m
@@ -92,7 +95,7 @@ def _elementary_symmetric(lam: list[float], k: int) -> list[list[float]]:
     table = [[1.0] + [0.0] * k]
     for x in lam:
         prev = table[-1]
-        table.append([prev[0]] + [prev[l] + x * prev[l - 1] for l in range(1, k + 1)])
+        table.append([prev[0]] + [prev[d] + x * prev[d - 1] for d in range(1, k + 1)])
     return table
 
 
@@ -135,7 +138,8 @@ def _projection_dpp(V: Any, draws: list[float], xp: Any) -> list[int]:
         weights = xp.sum(_sq_abs(Y, xp), axis=1)
         cum = xp.cumulative_sum(weights)
         # first i with cum[i] > u·total (inverse-CDF draw); clamped against rounding
-        i = min(int(xp.sum(cum <= u * float(cum[-1]))), Y.shape[0] - 1)
+        below = xp.astype(cum <= u * float(cum[-1]), xp.int64)
+        i = min(int(xp.sum(below)), Y.shape[0] - 1)
         while float(weights[i]) <= 0 and i > 0:
             i -= 1
         chosen.append(i)

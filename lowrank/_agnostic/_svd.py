@@ -21,7 +21,7 @@ __all__ = [
 
 
 def thin_svd(a: Any, xp: Any) -> tuple[Any, Any, Any]:
-    """Thin SVD of the last two axes (``full_matrices=False``; the standard's default is True)."""  # numpydoc ignore=PR01,RT01
+    """Thin SVD (``full_matrices=False``; the standard says True)."""  # numpydoc ignore=PR01,RT01
     return xp.linalg.svd(a, full_matrices=False)
 
 
@@ -38,14 +38,14 @@ def truncated_svd(a: Any, rank: int, xp: Any) -> tuple[Any, Any, Any]:
 
 
 def default_rtol(shape: tuple[int, ...], dtype: Any, xp: Any) -> float:
-    """SPEC §0.3 relative cutoff ``max(m, n) * eps`` for "zero" singular values."""  # numpydoc ignore=PR01,RT01
+    """SPEC §0.3 relative cutoff ``max(m, n) * eps``."""  # numpydoc ignore=PR01,RT01
     return max(shape[-2], shape[-1]) * float(xp.finfo(dtype).eps)
 
 
 def pseudo_inverse_values(S: Any, rtol: float, xp: Any) -> Any:
-    """``S^†``: 1/σ where σ > rtol·σ_1 (per matrix), else 0 (SPEC §1.5-1.6)."""  # numpydoc ignore=PR01,RT01
+    """``S^†``: 1/σ where σ > rtol·σ_1, else 0 (SPEC §1.6)."""  # numpydoc ignore=PR01,RT01
     cutoff = rtol * xp.max(S, axis=-1, keepdims=True)
-    keep = S > cutoff
+    keep = cutoff < S
     # Divide by a safe value so that no division by zero is ever evaluated.
     inv = 1.0 / xp.where(keep, S, xp.ones_like(S))
     return xp.where(keep, inv, xp.zeros_like(S))

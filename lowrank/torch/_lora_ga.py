@@ -244,12 +244,20 @@ def lora_ga_init_(  # noqa: PLR0913
     state: dict[str, LoraGAInitial] = {}
     for chunk in _groups(pairs, glist):
         stack = torch.stack([g for _, g in chunk]).float()
+        if options.get("scale") in ("weight_svd", "weightS"):
+            options["weight"] = torch.stack([_weight_oi(p) for p, _ in chunk]).float()
         A0, B0 = lora_ga_init(stack, chunk[0][0].A.shape[0], scaling=chunk[0][0].scaling,
                               rng=gen, **options)
         for i, (pair, _) in enumerate(chunk):
             state[pair.name] = _subtract_offset_(pair, A0[i], B0[i])
     model_outputs_close(model, check_inputs, before)
     return state
+
+
+def _weight_oi(pair: LoraPair) -> torch.Tensor:
+    """The base weight in (out, in) layout (detached)."""  # numpydoc ignore=PR01,RT01
+    w = pair.weight.detach()
+    return w.T if pair.fan_in_fan_out else w
 
 
 def _generator(seed: Any) -> Any:
