@@ -12,11 +12,11 @@ from .common import SkipNotImplemented, XPBenchmark, to_backend
 SHAPES = [(1024, 4096, 1024, 256), (2048, 8192, 2048, 512)]
 
 
-def power_law(n, l, m, alpha=1.0, seed=0):
+def power_law(n, inner, m, alpha=1.0, seed=0):
     """Host float64 X (n×l) with column scales i^-alpha, shuffled; Y (l×m) Gaussian."""
     rng = np.random.default_rng(seed)
-    scale = rng.permutation(np.arange(1, l + 1) ** -alpha)
-    return rng.standard_normal((n, l)) * scale, rng.standard_normal((l, m))
+    scale = rng.permutation(np.arange(1, inner + 1) ** -alpha)
+    return rng.standard_normal((n, inner)) * scale, rng.standard_normal((inner, m))
 
 
 class CRMatmul(XPBenchmark):
@@ -29,9 +29,10 @@ class CRMatmul(XPBenchmark):
     def setup(self, backend, dtype, use_kernels, shape):
         self.setup_backend(backend)
         if backend == "array_api_strict" and shape != SHAPES[0]:
-            raise SkipNotImplemented("array-api-strict: small shape only")
-        n, l, m, self.rank = shape
-        X, Y = power_law(n, l, m)
+            msg = "array-api-strict: small shape only"
+            raise SkipNotImplemented(msg)
+        n, inner, m, self.rank = shape
+        X, Y = power_law(n, inner, m)
         dt = getattr(self.xp, dtype)
         self.X = self.xp.astype(to_backend(X, self.xp, self.device), dt)
         self.Y = self.xp.astype(to_backend(Y, self.xp, self.device), dt)
@@ -66,8 +67,10 @@ class CRMatmul(XPBenchmark):
     def track_error_over_expected(self, *args):
         """Mean squared error over 5 seeds / cr_expected_error (1 is exact theory)."""
         exact = self.X @ self.Y
-        errs = [float(self.xp.sum((cr_matmul(self.X, self.Y, self.rank, rng=s) - exact) ** 2))
-                for s in range(5)]
+        errs = [
+            float(self.xp.sum((cr_matmul(self.X, self.Y, self.rank, rng=s) - exact) ** 2))
+            for s in range(5)
+        ]
         return float(np.mean(errs)) / float(cr_expected_error(self.X, self.Y, self.rank))
 
 
@@ -82,8 +85,11 @@ class CRFactorsMethods(XPBenchmark):
         X, Y = power_law(512, 4096, 512, alpha=0.5)
         self.X, self.Y = (to_backend(v, self.xp, self.device) for v in (X, Y))
         self.kw = {
-            "optimal": {}, "uniform": {"probabilities": "uniform"}, "topk": {"method": "topk"},
-            "no-replace": {"replace": False}, "diagonal": {"rescale": "diagonal"},
+            "optimal": {},
+            "uniform": {"probabilities": "uniform"},
+            "topk": {"method": "topk"},
+            "no-replace": {"replace": False},
+            "diagonal": {"rescale": "diagonal"},
         }[variant]
         cr_factors(self.X, self.Y, 128, rng=0, **self.kw)
 

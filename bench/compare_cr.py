@@ -34,12 +34,12 @@ def median_time(fn, repeat):
     return float(np.median(times))
 
 
-def power_law(n, l, m, alpha, dtype, seed=0):
+def power_law(n, inner, m, alpha, dtype, seed=0):
     """X with column scales i^-alpha (shuffled), Y Gaussian: skewed outer-product norms."""
     rng = np.random.default_rng(seed)
-    scale = rng.permutation(np.arange(1, l + 1) ** -float(alpha))
-    X = (rng.standard_normal((n, l)) * scale).astype(dtype)
-    return X, rng.standard_normal((l, m)).astype(dtype)
+    scale = rng.permutation(np.arange(1, inner + 1) ** -float(alpha))
+    X = (rng.standard_normal((n, inner)) * scale).astype(dtype)
+    return X, rng.standard_normal((inner, m)).astype(dtype)
 
 
 def _stream_read_kernel():
@@ -81,13 +81,19 @@ def time_rows(X, Y, r, repeat):
         "exact X @ Y": median_time(lambda: X @ Y, repeat),
         "stream read X, Y": median_time(lambda: (read(X), read(Y)), repeat),
         "sampled product C @ R": median_time(lambda: C @ R, repeat),
-        "numpy prototype": median_time(lambda: numpy_prototype(X, Y, r, np.random.default_rng(1)), repeat),
+        "numpy prototype": median_time(
+            lambda: numpy_prototype(X, Y, r, np.random.default_rng(1)), repeat
+        ),
         "cr_matmul optimal": median_time(lambda: cr_matmul(X, Y, r, rng=1), repeat),
-        "cr_matmul, norms given": median_time(lambda: cr_matmul(X, Y, r, norms=norms, rng=1), repeat),
+        "cr_matmul, norms given": median_time(
+            lambda: cr_matmul(X, Y, r, norms=norms, rng=1), repeat
+        ),
         "cr_matmul, Y norms given": median_time(
-            lambda: cr_matmul(X, Y, r, norms=(None, norms.rows), rng=1), repeat),
+            lambda: cr_matmul(X, Y, r, norms=(None, norms.rows), rng=1), repeat
+        ),
         "cr_matmul uniform": median_time(
-            lambda: cr_matmul(X, Y, r, probabilities="uniform", check_finite=False, rng=1), repeat),
+            lambda: cr_matmul(X, Y, r, probabilities="uniform", check_finite=False, rng=1), repeat
+        ),
         "cr_matmul topk": median_time(lambda: cr_matmul(X, Y, r, method="topk"), repeat),
         "cr_norms (fused pass)": median_time(lambda: cr_norms(X, Y), repeat),
     }
@@ -106,32 +112,44 @@ def print_times(results):
         print(line)
     for d in dtypes:
         t = results[d]
-        e2e, pre = t["exact X @ Y"] / t["cr_matmul optimal"], t["exact X @ Y"] / t["cr_matmul, norms given"]
+        e2e, pre = (
+            t["exact X @ Y"] / t["cr_matmul optimal"],
+            t["exact X @ Y"] / t["cr_matmul, norms given"],
+        )
         floor = t["cr_matmul optimal"] / t["floor (read + product)"]
-        print(f"{d}: end-to-end {e2e:.1f}x (target {TARGETS[d]}x) "
-              f"{'OK' if e2e >= TARGETS[d] else 'MISSED'}; norms given {pre:.1f}x (target "
-              f"{TARGET_NORMS}x) {'OK' if pre >= TARGET_NORMS else 'MISSED'}; "
-              f"{floor:.2f}x the floor (target <= {TARGET_FLOOR}) "
-              f"{'OK' if floor <= TARGET_FLOOR else 'MISSED'}")
+        print(
+            f"{d}: end-to-end {e2e:.1f}x (target {TARGETS[d]}x) "
+            f"{'OK' if e2e >= TARGETS[d] else 'MISSED'}; norms given {pre:.1f}x (target "
+            f"{TARGET_NORMS}x) {'OK' if pre >= TARGET_NORMS else 'MISSED'}; "
+            f"{floor:.2f}x the floor (target <= {TARGET_FLOOR}) "
+            f"{'OK' if floor <= TARGET_FLOOR else 'MISSED'}"
+        )
 
 
-def error_rows(n, l, m, r, seeds):
+def error_rows(n, inner, m, r, seeds):
     print(f"\nerrors, {seeds} seeds: mean ‖CR − XY‖²_F / cr_expected_error (target within 5%)")
-    print(f"{'data':18s}{'dtype':>9s}{'optimal':>10s}{'uniform':>10s}{'no-repl.':>10s}"
-          f"{'rel. err':>10s}{'topk rel.':>10s}")
+    print(
+        f"{'data':18s}{'dtype':>9s}{'optimal':>10s}{'uniform':>10s}{'no-repl.':>10s}"
+        f"{'rel. err':>10s}{'topk rel.':>10s}"
+    )
     for alpha in (1.0, 0.5):
         for dtype in ("float64", "float32"):
-            X, Y = power_law(n, l, m, alpha, dtype, seed=3)
+            X, Y = power_law(n, inner, m, alpha, dtype, seed=3)
             exact = X.astype(np.float64) @ Y.astype(np.float64)
             ratios = []
             for kw in ({}, {"probabilities": "uniform"}, {"replace": False}):
-                errs = [np.sum((cr_matmul(X, Y, r, rng=s, **kw) - exact) ** 2) for s in range(seeds)]
+                errs = [
+                    np.sum((cr_matmul(X, Y, r, rng=s, **kw) - exact) ** 2) for s in range(seeds)
+                ]
                 kind = kw.get("probabilities", "optimal")
                 ratios.append(np.mean(errs) / float(cr_expected_error(X, Y, r, probabilities=kind)))
             rel = np.sqrt(float(cr_expected_error(X, Y, r)) / np.sum(exact**2))
             top = np.linalg.norm(cr_matmul(X, Y, r, method="topk") - exact) / np.linalg.norm(exact)
-            print(f"{'power law a=' + str(alpha):18s}{dtype:>9s}" + "".join(f"{x:10.3f}" for x in ratios)
-                  + f"{rel:10.3g}{top:10.3g}")
+            print(
+                f"{'power law a=' + str(alpha):18s}{dtype:>9s}"
+                + "".join(f"{x:10.3f}" for x in ratios)
+                + f"{rel:10.3g}{top:10.3g}"
+            )
 
 
 def main(argv):
@@ -139,17 +157,22 @@ def main(argv):
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     parser.add_argument("--repeat", type=int, default=None)
     args = parser.parse_args(argv)
-    n, l, m, r = (512, 2048, 512, 128) if args.quick else (2048, 8192, 2048, 512)
+    n, inner, m, r = (512, 2048, 512, 128) if args.quick else (2048, 8192, 2048, 512)
     repeat = args.repeat or (5 if args.quick else 7)
-    print(f"X {n}x{l} @ Y {l}x{m}, rank {r} ({l // r}x fewer flops); lowrank {lowrank.__version__};"
-          f" medians of {repeat} after a warm-up; power-law data a=1")
+    print(
+        f"X {n}x{inner} @ Y {inner}x{m}, rank {r} ({inner // r}x fewer flops); "
+        f"lowrank {lowrank.__version__};"
+        f" medians of {repeat} after a warm-up; power-law data a=1"
+    )
     results = {}
     for dtype in ("float64", "float32"):
-        X, Y = power_law(n, l, m, 1.0, dtype)
+        X, Y = power_law(n, inner, m, 1.0, dtype)
         results[dtype] = time_rows(X, Y, r, repeat)
         del X, Y
     print_times(results)
-    error_rows(n, l, m, r, seeds=8 if args.quick else 20)
-    print("\nratio columns: exact time / stage time; the machine may be shared, so compare "
-          "ratios within one run.")
+    error_rows(n, inner, m, r, seeds=8 if args.quick else 20)
+    print(
+        "\nratio columns: exact time / stage time; the machine may be shared, so compare "
+        "ratios within one run."
+    )
     return 0

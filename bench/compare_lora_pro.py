@@ -10,11 +10,13 @@
    mode, one batched adjustment) against ``torch.optim.AdamW`` on the same parameters
    and gradients, plus the per-layer loop of the reference port + AdamW.
 
-Medians of >= 5 repeats after a warm-up. Compare ratios, not absolute times.
+Medians of >= 5 repeats after a warm-up, with 1 thread and with torch's default thread
+count (``--threads N`` for one setting). Compare ratios, not absolute times.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -102,12 +104,21 @@ def optimizer_step(n, r, n_layers, repeat):
 
 def main(argv: list[str]) -> int:
     quick = "--quick" in argv
-    if "--threads" in argv:  # e.g. --threads 1 on a busy shared machine
-        torch.set_num_threads(int(argv[argv.index("--threads") + 1]))
+    # Both thread counts by default: on a shared machine, multi-threaded small products
+    # stall on oversubscribed cores (load average printed below), single-threaded ones don't.
+    default = torch.get_num_threads()
+    threads = sorted({1, default})
+    if "--threads" in argv:
+        threads = [int(argv[argv.index("--threads") + 1])]
     repeat = 3 if quick else 7
-    print(f"torch {torch.__version__}, lowrank {lowrank.__version__}")
-    per_layer(1024 if quick else 4096, [16] if quick else [16, 64], repeat)
-    optimizer_step(1024 if quick else 4096, 16, 8 if quick else 32, repeat)
+    print(f"torch {torch.__version__}, lowrank {lowrank.__version__}, load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    for t in threads:
+        torch.set_num_threads(t)
+        print(f"\n=== torch threads: {t} ===")
+        per_layer(1024 if quick else 4096, [16] if quick else [16, 64], repeat)
+        optimizer_step(1024 if quick else 4096, 16, 8 if quick else 32, repeat)
+    torch.set_num_threads(default)
     return 0
 
 

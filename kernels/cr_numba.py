@@ -14,7 +14,8 @@ from numba import prange
 from ._jit import njit, pjit
 
 # Below this many elements a parallel region costs more than it saves (thread wake-up).
-_PARALLEL_MIN = 1 << 18
+_PARALLEL_MIN = 1 << 20
+
 
 @njit
 def _sumsq(x):

@@ -4,9 +4,10 @@ All arithmetic is float64 (float32 inputs too). Per matrix, by shape:
 
 - 3×2: the cross-product norm ``‖x × y‖`` (each component has absolute error
   ~ eps‖x‖‖y‖, so the area has relative error ~ eps·κ; no Gram matrix);
-- n×2: one Gram–Schmidt step, ``‖x‖ · ‖y − (xᵀy/xᵀx) x‖``;
-- otherwise: Householder QR (LAPACK ``dlarfg`` form, v₀ = 1) on a column-major local
-  copy; the volume is ``prod |R_jj|``.
+- otherwise: Householder QR (LAPACK ``dlarfg`` form, v₀ = 1) on a local copy, eight
+  matrices side by side so the inner loops run over independent lanes; the volume
+  is ``prod |R_jj|``. For n×2 that is a single reflection (one orthogonalisation
+  step) and a norm.
 
 Fast paths run unscaled and are accepted only when every intermediate square or
 product stays in a safe range; otherwise that one matrix is redone by the scaled
@@ -191,17 +192,25 @@ def _volumes(a, out, take_log, n_chunks, lanes):
                     out[b0 + lane] = _householder_volume(a, b0 + lane, w1, diag, take_log)
 
 
+# Small batches run serially: starting the thread pool costs more than they take.
+_volumes_serial = njit(getattr(_volumes, "py_func", _volumes))  # plain under DISABLE_JIT
+_SERIAL_FLOPS = 200_000
+
+
 def log_gram_volume(a, out, take_log=True):
     """Write the (log) Gram volume of each a[b] (a: (batch, n, k), n >= k >= 1) into out.
 
-    ``a`` may have any strides and be float32 or float64; ``out`` is (batch,). Performs
-    no input validation.
+    ``a`` may have any strides (a strided view is copied once, which also keeps the
+    compiled specialisations to C layout) and be float32 or float64; ``out`` is
+    (batch,). Performs no input validation.
     """
+    a = np.ascontiguousarray(a)  # no copy when already C-contiguous
     batch, n, k = a.shape
     lanes = 64 if (n, k) == (3, 2) else _LANES  # matrices per block
     n_chunks = min((batch + lanes - 1) // lanes, 8 * numba.get_num_threads())
     if n_chunks > 0:
         # Only matters under NUMBA_DISABLE_JIT=1, where scalars are NumPy's and warn on
         # the inf/NaN that the safe-range checks are designed to catch.
+        run = _volumes_serial if batch * n * k * k < _SERIAL_FLOPS else _volumes
         with np.errstate(all="ignore"):
-            _volumes(a, out, bool(take_log), n_chunks, lanes)
+            run(a, out, bool(take_log), n_chunks, lanes)

@@ -21,7 +21,9 @@ def inputs(a: Any, b: Any, xp: Any) -> tuple[Any, Any, Any, Any]:
     b, out_b = _validation.to_floating(b, "b", xp)
     for name, arr in (("a", a), ("b", b)):
         if xp.isdtype(arr.dtype, "complex floating"):
-            msg = f"`{name}` must be real (CR sampling is defined for real matrices); got {arr.dtype}"
+            msg = (
+                f"`{name}` must be real (CR sampling is defined for real matrices); got {arr.dtype}"
+            )
             raise TypeError(msg)
     if a.shape[-1] != b.shape[-2]:
         msg = (
@@ -48,8 +50,9 @@ def _batch_shape(sa: tuple[int, ...], sb: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(max(x, y) for x, y in zip(sa, sb, strict=True))
 
 
-def plan(rank: Any, method: Any, probabilities: Any, replace: Any, rescale: Any,
-         a: Any, xp: Any) -> _agn.CRPlan:
+def plan(
+    rank: Any, method: Any, probabilities: Any, replace: Any, rescale: Any, a: Any, xp: Any
+) -> _agn.CRPlan:
     """Checked options as a CRPlan; user probabilities become float64 (..., l)."""  # numpydoc ignore=PR01,RT01
     rank = _validation.check_int(rank, "rank", low=1)
     method = _validation.check_option(method, "method", ("sample", "topk"))
@@ -58,7 +61,9 @@ def plan(rank: Any, method: Any, probabilities: Any, replace: Any, rescale: Any,
         msg = f"`replace` must be a bool; got {replace!r}"
         raise TypeError(msg)
     if isinstance(probabilities, str):
-        probabilities = _validation.check_option(probabilities, "probabilities", ("optimal", "uniform"))
+        probabilities = _validation.check_option(
+            probabilities, "probabilities", ("optimal", "uniform")
+        )
     else:
         probabilities = probabilities_array(probabilities, a, xp)
     if method == "topk" and not (isinstance(probabilities, str) and probabilities == "optimal"):
@@ -71,36 +76,39 @@ def probabilities_array(p: Any, a: Any, xp: Any) -> Any:
     """Check a user probability vector (shape, sign, sum) and return it as float64 (..., l)."""  # numpydoc ignore=PR01,RT01
     _validation.namespace(a, p)
     _validation.check_matrix(p, "probabilities", min_ndim=1)
-    l, batch = a.shape[-1], tuple(a.shape[:-2])
-    if p.shape[-1] != l or (p.ndim > 1 and tuple(p.shape[:-1]) != batch):
-        msg = f"`probabilities` must have shape ({l},) or {(*batch, l)}; got {tuple(p.shape)}"
+    inner, batch = a.shape[-1], tuple(a.shape[:-2])
+    if p.shape[-1] != inner or (p.ndim > 1 and tuple(p.shape[:-1]) != batch):
+        msg = (
+            f"`probabilities` must have shape ({inner},) or {(*batch, inner)}; got {tuple(p.shape)}"
+        )
         raise ValueError(msg)
     p, _ = _validation.to_floating(p, "probabilities", xp)
     eps = float(xp.finfo(p.dtype).eps)
     p = xp.astype(p, xp.float64)
     if not bool(xp.all(xp.isfinite(p))) or bool(xp.any(p < 0)):
-        msg = f"`probabilities` must be finite and >= 0; got min {float(xp.min(p)) if l else 0.0}"
+        low = float(xp.min(p)) if inner else 0.0
+        msg = f"`probabilities` must be finite and >= 0; got min {low}"
         raise ValueError(msg)
     sums = xp.sum(p, axis=-1)
-    worst = float(xp.max(xp.abs(sums - 1.0))) if l else 0.0
-    if worst > max(math.sqrt(eps), l * eps):
+    worst = float(xp.max(xp.abs(sums - 1.0))) if inner else 0.0
+    if worst > max(math.sqrt(eps), inner * eps):
         msg = f"`probabilities` must sum to 1 over the last axis; off by {worst:.3g}"
         raise ValueError(msg)
-    return xp.broadcast_to(p, (*batch, l))
+    return xp.broadcast_to(p, (*batch, inner))
 
 
 def _check_norm_arg(x: Any, name: str, a: Any, xp: Any) -> Any:
     """A user norm vector: shape (l,) or (..., l), finite, >= 0; broadcast to (..., l)."""  # numpydoc ignore=PR01,RT01
     _validation.namespace(a, x)
     _validation.check_matrix(x, name, min_ndim=1)
-    l, batch = a.shape[-1], tuple(a.shape[:-2])
-    if x.shape[-1] != l or (x.ndim > 1 and tuple(x.shape[:-1]) != batch):
-        msg = f"`{name}` must have shape ({l},) or {(*batch, l)}; got {tuple(x.shape)}"
+    inner, batch = a.shape[-1], tuple(a.shape[:-2])
+    if x.shape[-1] != inner or (x.ndim > 1 and tuple(x.shape[:-1]) != batch):
+        msg = f"`{name}` must have shape ({inner},) or {(*batch, inner)}; got {tuple(x.shape)}"
         raise ValueError(msg)
     if _compat.size(x) and bool(xp.any(x < 0)):
         msg = f"`{name}` must be >= 0 (they are norms); got min {float(xp.min(x))}"
         raise ValueError(msg)
-    return xp.broadcast_to(xp.astype(x, a.dtype), (*batch, l))
+    return xp.broadcast_to(xp.astype(x, a.dtype), (*batch, inner))
 
 
 def _norms_op(xp: Any) -> Any:
@@ -136,11 +144,14 @@ def gather_op(xp: Any) -> Any:
     return run
 
 
-def norms_for(a: Any, b: Any, norms: Any, *, needed: bool, check_finite: bool,
-              xp: Any) -> tuple[Any, Any]:
+def norms_for(
+    a: Any, b: Any, norms: Any, *, needed: bool, check_finite: bool, xp: Any
+) -> tuple[Any, Any]:
     """Norms (given or from one fused pass), NaN/Inf checked through them when asked."""  # numpydoc ignore=PR01,RT01
     if norms is not None and (not isinstance(norms, tuple) or len(norms) != 2):
-        msg = f"`norms` must be a CRNorms / (columns, rows) pair or None; got {type(norms).__name__}"
+        msg = (
+            f"`norms` must be a CRNorms / (columns, rows) pair or None; got {type(norms).__name__}"
+        )
         raise TypeError(msg)
     if not needed:  # uniform sampling reads no norms; check the inputs directly
         if check_finite:
@@ -156,8 +167,10 @@ def norms_for(a: Any, b: Any, norms: Any, *, needed: bool, check_finite: bool,
     if check_finite:  # a NaN/Inf entry makes its column (row) norm NaN/Inf: no extra pass
         for name, x in (("a", na), ("b", nb)):
             if not bool(xp.all(xp.isfinite(x))):
-                msg = (f"`{name}` contains NaN or Inf (seen in its norms; or its norms "
-                       "overflow); pass check_finite=False to skip this check")
+                msg = (
+                    f"`{name}` contains NaN or Inf (seen in its norms; or its norms "
+                    "overflow); pass check_finite=False to skip this check"
+                )
                 raise ValueError(msg)
     return na, nb
 
@@ -168,6 +181,8 @@ def check_support(p: Any, na: Any, nb: Any, xp: Any) -> None:
     bad = xp.reshape((p == 0) & (w > 0), (-1,))
     if _compat.size(bad) and bool(xp.any(bad)):
         first = int(xp.argmax(xp.astype(bad, xp.int8))) % p.shape[-1]
-        msg = (f"`probabilities` is 0 at index {first} where ‖a_i‖·‖b_i‖ > 0; the estimate "
-               "would be biased (SPEC D5). Give every nonzero outer product p_i > 0")
+        msg = (
+            f"`probabilities` is 0 at index {first} where ‖a_i‖·‖b_i‖ > 0; the estimate "
+            "would be biased (SPEC D5). Give every nonzero outer product p_i > 0"
+        )
         raise ValueError(msg)

@@ -107,8 +107,11 @@ def lora_ga_init(  # noqa: PLR0913
     svd : {"randomized", "exact"}, default: "randomized"
         How the leading ``2 rank + 1`` triplets are computed.
     n_oversamples, n_power_iter : int, optional
-        Randomized-SVD parameters. Defaults (``max(2 rank, 16)`` and 4) make the
-        least accurate block LoRA-GA uses, singular vectors ``r .. 2r-1``, accurate.
+        Randomized SVD (block Krylov): block width ``2 rank + n_oversamples`` (default
+        ``max(4, rank // 4)``) and Krylov depth ``n_power_iter`` (default 4). The
+        defaults make the least accurate block LoRA-GA uses, singular vectors
+        ``r .. 2r-1``, accurate (sine of the largest principal angle ~3e-4 on a
+        4096 x 4096 float32 gradient with a 1/i spectrum at r = 8).
     weight : array of shape (..., out, in), optional
         The base weight, for ``scale="weight_svd"`` only.
     return_info : bool, default: False

@@ -62,7 +62,7 @@ def propack_truncated_svd(a: np.ndarray, rank: int) -> tuple[Any, Any, Any] | No
 
 
 def _rayleigh_ritz(a: Any, Vh: Any) -> tuple[Any, Any, Any]:
-    """Best triplets within span(a Vᴴ): orthonormal to machine precision."""  # numpydoc ignore=PR01,RT01
+    """Best triplets within span(a Vᴴ) (orthonormal to rounding)."""  # numpydoc ignore=PR01,RT01
     # PROPACK's Lanczos vectors drift from orthonormality (~1e-11 in float64); one
     # Rayleigh-Ritz step on the right subspace restores it and makes aᵀU = V S exact.
     Q, _ = np.linalg.qr(a @ Vh.T)

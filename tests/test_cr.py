@@ -19,10 +19,10 @@ X3 = np.array([[1.0, 0, 1], [0, 1, 1]])  # SPEC §3.10
 Y3 = np.array([[1.0, 0], [0, 1], [1, 1]])
 
 
-def power_law(n, l, m, alpha=1.0, seed=0):
+def power_law(n, inner, m, alpha=1.0, seed=0):
     rng = np.random.default_rng(seed)
-    scale = np.arange(1, l + 1) ** -alpha
-    return rng.standard_normal((n, l)) * scale, rng.standard_normal((l, m))
+    scale = np.arange(1, inner + 1) ** -alpha
+    return rng.standard_normal((n, inner)) * scale, rng.standard_normal((inner, m))
 
 
 class FakeRandom:
@@ -122,7 +122,9 @@ def test_without_replacement_exact_enumeration():
         cum = np.cumsum(np.where(certain, 0.0, pi)[list(perm)])
         for lo, hi in ref_cr.systematic_intervals(cum):
             prob = (hi - lo) / math.factorial(5)
-            est, idx, lam = run_plan(X, Y, plan(r, replace=False), FakeRandom([(lo + hi) / 2], perm))
+            est, idx, lam = run_plan(
+                X, Y, plan(r, replace=False), FakeRandom([(lo + hi) / 2], perm)
+            )
             assert len(set(idx.tolist())) == r  # no duplicated columns
             np.testing.assert_allclose(lam, 1 / pi[idx], rtol=1e-12)
             mean += prob * est
@@ -164,7 +166,9 @@ def test_topk_is_optimal_for_orthogonal_outer_products():
         assert math.isclose(err, best, rel_tol=1e-10, abs_tol=1e-12)
 
 
-@pytest.mark.parametrize(("method", "replace"), [("topk", True), ("sample", True), ("sample", False)])
+@pytest.mark.parametrize(
+    ("method", "replace"), [("topk", True), ("sample", True), ("sample", False)]
+)
 def test_diagonal_rescale_never_increases_error(method, replace):
     X, Y = power_law(10, 30, 8, alpha=0.5, seed=7)
     for seed in range(5):
@@ -182,8 +186,8 @@ def test_diagonal_rescale_never_increases_error(method, replace):
 
 def test_gram_identity_matches_direct_product():
     rng = np.random.default_rng(8)
-    for n, l, m in [(30, 4, 20), (3, 40, 5)]:  # both branches of product_fro2
-        X, Y = rng.standard_normal((n, l)), rng.standard_normal((l, m))
+    for n, inner, m in [(30, 4, 20), (3, 40, 5)]:  # both branches of product_fro2
+        X, Y = rng.standard_normal((n, inner)), rng.standard_normal((inner, m))
         direct = np.sum((X @ Y) ** 2)
         assert math.isclose(float(agn.product_fro2(X, Y, npx)), direct, rel_tol=1e-12)
 
@@ -207,7 +211,7 @@ def test_empty_inner_dimension():
     X, Y = np.zeros((3, 0)), np.zeros((0, 2))
     for kw in ({}, {"method": "topk"}, {"replace": False}, {"probabilities": "uniform"}):
         f = cr_factors(X, Y, 2, rng=0, **kw)
-        assert f.C.shape == (3, 0) and f.R.shape == (0, 2) and f.indices.shape == (0,)
+        assert (f.C.shape, f.R.shape, f.indices.shape) == ((3, 0), (0, 2), (0,))
         assert np.all(cr_matmul(X, Y, 2, rng=0, **kw) == np.zeros((3, 2)))
     assert float(cr_expected_error(X, Y, 2)) == 0.0
 
@@ -280,7 +284,9 @@ def test_nan_and_inf_are_rejected(probabilities):
     inf[2, 0] = np.inf
     with pytest.raises(ValueError, match="NaN or Inf"):
         cr_factors(X3, inf, 2, probabilities=probabilities)
-    assert cr_matmul(bad, Y3, 2, method="sample", probabilities="uniform", check_finite=False, rng=0).shape == (2, 2)
+    assert cr_matmul(
+        bad, Y3, 2, method="sample", probabilities="uniform", check_finite=False, rng=0
+    ).shape == (2, 2)
 
 
 # -- reproducibility, reuse, batching, backends --------------------------------------
@@ -308,17 +314,20 @@ def test_precomputed_norms_give_the_same_draws():
     for given in (norms, (None, norms.rows), (norms.columns, None)):
         np.testing.assert_allclose(cr_matmul(X, Y, 9, rng=5, norms=given), ref, rtol=1e-12)
     assert float(cr_expected_error(X, Y, 9, norms=norms)) == pytest.approx(
-        float(cr_expected_error(X, Y, 9)), rel=1e-12)
+        float(cr_expected_error(X, Y, 9)), rel=1e-12
+    )
 
 
 def test_batched_inputs():
     rng = np.random.default_rng(13)
     A, B = rng.standard_normal((2, 3, 5, 12)), rng.standard_normal((3, 12, 4))
     f = cr_factors(A, B, 6, rng=0)
-    assert f.C.shape == (2, 3, 5, 6) and f.R.shape == (2, 3, 6, 4) and f.indices.shape == (2, 3, 6)
+    assert (f.C.shape, f.R.shape, f.indices.shape) == ((2, 3, 5, 6), (2, 3, 6, 4), (2, 3, 6))
     for i, j in itertools.product(range(2), range(3)):
         idx, lam = f.indices[i, j], f.weights[i, j]
-        np.testing.assert_allclose(f.C[i, j] @ f.R[i, j], (A[i, j][:, idx] * lam) @ B[j][idx], atol=1e-12)
+        np.testing.assert_allclose(
+            f.C[i, j] @ f.R[i, j], (A[i, j][:, idx] * lam) @ B[j][idx], atol=1e-12
+        )
         top = cr_factors(A[i, j], B[j], 4, method="topk")
         np.testing.assert_array_equal(cr_factors(A, B, 4, method="topk").indices[i, j], top.indices)
     err = cr_expected_error(A, B, 6)
@@ -326,21 +335,25 @@ def test_batched_inputs():
     assert float(err[1, 2]) == pytest.approx(float(cr_expected_error(A[1, 2], B[2], 6)), rel=1e-12)
 
 
-@pytest.mark.parametrize("kw", [{}, {"method": "topk"}, {"replace": False}, {"rescale": "diagonal"}])
+@pytest.mark.parametrize(
+    "kw", [{}, {"method": "topk"}, {"replace": False}, {"rescale": "diagonal"}]
+)
 def test_backends_preserve_namespace_dtype_and_agree(xp, dtype, asarray, use_kernels, kw):
     X, Y = power_law(9, 30, 7, seed=4)
     a, b = asarray(X, dtype=dtype), asarray(Y, dtype=dtype)
     f = cr_factors(a, b, 8, rng=3, **kw)
     M = cr_matmul(a, b, 8, rng=3, **kw)
     for arr in (f.C, f.R, f.weights, M):
-        assert same_namespace(xp, arr) and arr.dtype == dtype
+        assert same_namespace(xp, arr)
+        assert arr.dtype == dtype
     assert f.indices.dtype == xp.int64
     idx, lam = to_numpy(f.indices), to_numpy(f.weights).astype(float)
     tol = 100 * float(xp.finfo(dtype).eps)
     np.testing.assert_allclose(to_numpy(M), (X[:, idx] * lam) @ Y[idx], rtol=tol, atol=tol * 10)
     np.testing.assert_allclose(to_numpy(f.C) @ to_numpy(f.R), to_numpy(M), rtol=tol, atol=tol * 10)
     err = cr_expected_error(a, b, 8)
-    assert same_namespace(xp, err) and err.shape == ()
+    assert same_namespace(xp, err)
+    assert err.shape == ()
     assert float(err) == pytest.approx(float(cr_expected_error(X, Y, 8)), rel=tol * 100)
     if backend_name(xp) == "numpy":
         with lowrank.config_context(use_kernels=not use_kernels):  # the other path, same draw
@@ -351,7 +364,7 @@ def test_backends_preserve_namespace_dtype_and_agree(xp, dtype, asarray, use_ker
 
 def test_integer_inputs_compute_in_float64():
     f = cr_factors(X3.astype(int), Y3.astype(int), 2, method="topk")
-    assert f.C.dtype == np.float64 and f.weights.dtype == np.float64
+    assert (f.C.dtype, f.weights.dtype) == (np.float64, np.float64)
 
 
 def test_mixed_namespaces_rejected():

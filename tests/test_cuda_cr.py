@@ -10,9 +10,9 @@ from cuda_helpers import require_cuda_or_sim
 SIM = require_cuda_or_sim()
 
 from cuda_helpers import device_array, host  # noqa: E402
+from lowrank.kernels import cr_cuda  # noqa: E402
 
 from lowrank._agnostic import _cr as agn  # noqa: E402
-from lowrank.kernels import cr_cuda  # noqa: E402
 
 
 def _on_device(a, b, order):
@@ -46,8 +46,15 @@ def test_gather_scale_matches_agnostic(order):
     idx = np.array([0, 3, 3, 7], dtype=np.int64)
     col, row = rng.standard_normal(4), rng.random(4)
     C, R = device_array(np.zeros((6, 4))), device_array(np.zeros((4, 5)))
-    cr_cuda.cr_gather_scale(*_on_device(a, b, order), device_array(idx), device_array(col), device_array(row), C, R,
-                            threads_per_block=8)
+    cr_cuda.cr_gather_scale(
+        *_on_device(a, b, order),
+        device_array(idx),
+        device_array(col),
+        device_array(row),
+        C,
+        R,
+        threads_per_block=8,
+    )
     C0, R0 = agn.gather_scale(a, b, idx, col, row, npx)
     np.testing.assert_allclose(host(C), C0, rtol=1e-15)
     np.testing.assert_allclose(host(R), R0, rtol=1e-15)

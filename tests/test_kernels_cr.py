@@ -11,12 +11,22 @@ import pytest
 
 pytest.importorskip("numba")
 
-import lowrank  # noqa: E402
-from lowrank import cr_factors, cr_matmul  # noqa: E402
-from lowrank._agnostic import _cr as agn  # noqa: E402
-from lowrank.kernels import cr_numba  # noqa: E402
+from lowrank.kernels import cr_numba
 
-SHAPES = [(7, 11, 5), (1, 1, 1), (40, 9, 300), (600, 450, 3)]  # the last runs the parallel builds
+import lowrank
+from lowrank import cr_factors, cr_matmul
+from lowrank._agnostic import _cr as agn
+
+# layouts x dtypes kept small: every pair is a separate numba compilation in CI
+LAYOUTS = [("C", np.float32), ("C", np.float64), ("F", np.float32), ("strided", np.float64)]
+SHAPES = [(7, 11, 5), (1, 1, 1), (40, 9, 300), (130, 70, 3)]
+
+
+@pytest.fixture(params=["serial", "parallel"], autouse=True)
+def build(request, monkeypatch):
+    """Run every kernel test with the serial and the parallel numba builds."""
+    monkeypatch.setattr(cr_numba, "_PARALLEL_MIN", 10**12 if request.param == "serial" else 0)
+    return request.param
 
 
 def _layout(x, order):
@@ -27,33 +37,31 @@ def _layout(x, order):
     return np.asarray(np.repeat(x, 2, axis=1)[:, ::2])  # strided, neither C nor F
 
 
-@pytest.mark.parametrize("order", ["C", "F", "strided"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize(("n", "l", "m"), SHAPES)
-def test_norms_match_agnostic(order, dtype, n, l, m):
-    rng = np.random.default_rng(n + l)
-    a = _layout(rng.standard_normal((n, l)).astype(dtype), order)
-    b = _layout(rng.standard_normal((l, m)).astype(dtype), order)
-    na, nb = np.full(l, np.nan, dtype), np.full(l, np.nan, dtype)
+@pytest.mark.parametrize(("order", "dtype"), LAYOUTS)
+@pytest.mark.parametrize(("n", "inner", "m"), SHAPES)
+def test_norms_match_agnostic(order, dtype, n, inner, m):
+    rng = np.random.default_rng(n + inner)
+    a = _layout(rng.standard_normal((n, inner)).astype(dtype), order)
+    b = _layout(rng.standard_normal((inner, m)).astype(dtype), order)
+    na, nb = np.full(inner, np.nan, dtype), np.full(inner, np.nan, dtype)
     cr_numba.cr_norms(a, b, na, nb)
     ra, rb = agn.norms(a, b, npx)
     rtol = 50 * np.finfo(dtype).eps * np.sqrt(max(n, m))
     np.testing.assert_allclose(na, ra, rtol=rtol)
     np.testing.assert_allclose(nb, rb, rtol=rtol)
-    one = np.full(l, np.nan, dtype)
+    one = np.full(inner, np.nan, dtype)
     cr_numba.cr_norms(None, b, None, one)  # one-sided: the other input is not read
     np.testing.assert_array_equal(one, nb)
 
 
-@pytest.mark.parametrize("order", ["C", "F", "strided"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize(("n", "l", "m"), SHAPES)
-def test_gather_scale_matches_agnostic(order, dtype, n, l, m):
-    rng = np.random.default_rng(n * l)
-    a = _layout(rng.standard_normal((n, l)).astype(dtype), order)
-    b = _layout(rng.standard_normal((l, m)).astype(dtype), order)
-    r = 2 * l + 1  # with repeats, like i.i.d. draws
-    idx = np.sort(rng.integers(0, l, r))
+@pytest.mark.parametrize(("order", "dtype"), LAYOUTS)
+@pytest.mark.parametrize(("n", "inner", "m"), SHAPES)
+def test_gather_scale_matches_agnostic(order, dtype, n, inner, m):
+    rng = np.random.default_rng(n * inner)
+    a = _layout(rng.standard_normal((n, inner)).astype(dtype), order)
+    b = _layout(rng.standard_normal((inner, m)).astype(dtype), order)
+    r = 2 * inner + 1  # with repeats, like i.i.d. draws
+    idx = np.sort(rng.integers(0, inner, r))
     col, row = rng.standard_normal(r).astype(dtype), rng.random(r).astype(dtype)
     C, R = np.empty((n, r), dtype), np.empty((r, m), dtype)
     cr_numba.cr_gather_scale(a, b, idx, col, row, C, R)
@@ -64,17 +72,20 @@ def test_gather_scale_matches_agnostic(order, dtype, n, l, m):
 
 def test_inputs_are_not_modified():
     rng = np.random.default_rng(1)
-    a, b = rng.standard_normal((600, 450)), rng.standard_normal((450, 30))
+    a, b = rng.standard_normal((60, 45)), rng.standard_normal((45, 30))
     a0, b0 = a.copy(), b.copy()
-    cr_numba.cr_norms(a, b, np.empty(450), np.empty(450))
-    cr_numba.cr_gather_scale(a, b, np.arange(20), np.ones(20), np.ones(20),
-                             np.empty((600, 20)), np.empty((20, 30)))
+    cr_numba.cr_norms(a, b, np.empty(45), np.empty(45))
+    cr_numba.cr_gather_scale(
+        a, b, np.arange(20), np.ones(20), np.ones(20), np.empty((60, 20)), np.empty((20, 30))
+    )
     np.testing.assert_array_equal(a, a0)
     np.testing.assert_array_equal(b, b0)
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
-@pytest.mark.parametrize("kw", [{}, {"method": "topk"}, {"replace": False}, {"probabilities": "uniform"}])
+@pytest.mark.parametrize(
+    "kw", [{}, {"method": "topk"}, {"replace": False}, {"probabilities": "uniform"}]
+)
 def test_public_paths_agree(order, kw):
     rng = np.random.default_rng(2)
     a = _layout(rng.standard_normal((64, 520)) * np.arange(1, 521) ** -0.8, order)

@@ -94,3 +94,14 @@ def test_empty_batch():
     out = np.empty(0)
     volume_numba.log_gram_volume(np.empty((0, 3, 2)), out, True)
     assert out.shape == (0,)
+
+
+@pytest.mark.parametrize("shape", [(3, 2), (16, 4), (5, 3)])
+def test_parallel_path_matches_serial(monkeypatch, shape):
+    # 70 matrices: full lane blocks, a partial block and several chunks
+    a = np.random.default_rng(4).standard_normal((70, *shape))
+    a[5] *= 1e200  # a matrix that needs the scaled path inside a lane block
+    serial = run(a, True)
+    monkeypatch.setattr(volume_numba, "_SERIAL_FLOPS", 0)
+    np.testing.assert_array_equal(run(a, True), serial)
+    np.testing.assert_allclose(serial, agnostic.log_gram_volume(a, np), rtol=1e-12)

@@ -241,3 +241,26 @@ def test_bad_arguments():
         lora_pro_adjust_([(pairs[0].B, pairs[0].A, 1.0)])
     with pytest.raises(ValueError, match="invalid `lr`"):
         LoRAProAdamW(model, lr=-1.0)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny problems: one thread avoids oversubscription stalls on shared CI machines."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_lora_ga_plus_lora_pro_tracks_full_fine_tuning(one_thread):
+    """End to end (SPEC §8, docs plot): closer to full fine-tuning than plain LoRA."""
+    from lowrank._demo.lora_pro import tracking_gap, training_curves
+
+    curves = training_curves(40)
+    for optimizer, pro in (("sgd", "LoRA-GA + LoRA-Pro"), ("adam", "LoRA-GA + LoRA-Pro (full)")):
+        runs = curves[optimizer]
+        full = runs["full fine-tuning"]
+        gap_pro = tracking_gap(runs[pro], full)
+        gap_lora = tracking_gap(runs["LoRA"], full)
+        assert gap_pro < 0.5 * gap_lora, (optimizer, gap_pro, gap_lora)
+        assert runs[pro][-1] < runs["LoRA"][-1]

@@ -34,7 +34,9 @@ def norms(a: Any, b: Any, xp: Any) -> tuple[Any, Any]:
     return xp.linalg.vector_norm(a, axis=-2), xp.linalg.vector_norm(b, axis=-1)
 
 
-def gather_scale(a: Any, b: Any, idx: Any, col_scale: Any, row_scale: Any, xp: Any) -> tuple[Any, Any]:
+def gather_scale(
+    a: Any, b: Any, idx: Any, col_scale: Any, row_scale: Any, xp: Any
+) -> tuple[Any, Any]:
     """``C = a[:, idx] * col_scale``, ``R = b[idx, :] * row_scale[:, None]`` (2-D)."""  # numpydoc ignore=PR01,RT01
     C = xp.take(a, idx, axis=1) * col_scale
     R = xp.take(b, idx, axis=0) * row_scale[:, None]
@@ -43,11 +45,11 @@ def gather_scale(a: Any, b: Any, idx: Any, col_scale: Any, row_scale: Any, xp: A
 
 def probabilities(kind: Any, w: Any, xp: Any) -> Any:
     """float64 sampling probabilities over the last axis of the weights ``w`` (SPEC §3.6)."""  # numpydoc ignore=PR01,RT01
-    l = w.shape[-1]
+    inner = w.shape[-1]
     if not isinstance(kind, str):  # user array, validated: normalise away round-off
         p = xp.astype(kind, xp.float64)
-        return p / xp.where(l > 0, xp.sum(p, axis=-1, keepdims=True), 1.0)
-    uniform = xp.full(w.shape, 1.0 / max(l, 1), dtype=xp.float64, device=device(w))
+        return p / xp.where(inner > 0, xp.sum(p, axis=-1, keepdims=True), 1.0)
+    uniform = xp.full(w.shape, 1.0 / max(inner, 1), dtype=xp.float64, device=device(w))
     if kind == "uniform":
         return uniform
     total = xp.sum(w, axis=-1, keepdims=True)
@@ -84,7 +86,9 @@ def _select(a: Any, b: Any, w: Any, p: Any, plan: CRPlan, rand: Any, xp: Any) ->
     return idx, lam
 
 
-def _factors_2d(a: Any, b: Any, w: Any, p: Any, plan: CRPlan, rand: Any, gather: Callable[..., Any], xp: Any) -> tuple[Any, ...]:
+def _factors_2d(
+    a: Any, b: Any, w: Any, p: Any, plan: CRPlan, rand: Any, gather: Callable[..., Any], xp: Any
+) -> tuple[Any, ...]:
     """CRFactors fields for one 2-D problem (SPEC §3.3-3.4, §3.8)."""  # numpydoc ignore=PR01,RT01
     if a.shape[1] == 0:  # l = 0: a @ b is exactly zero, nothing to select
         idx = xp.zeros((0,), dtype=xp.int64, device=device(a))
@@ -98,10 +102,16 @@ def _factors_2d(a: Any, b: Any, w: Any, p: Any, plan: CRPlan, rand: Any, gather:
     return C, R, idx, xp.astype(lam, a.dtype)
 
 
-def factors(a: Any, b: Any, na: Any, nb: Any, plan: CRPlan, rand: Any, gather: Callable[..., Any], xp: Any) -> tuple[Any, ...]:
+def factors(
+    a: Any, b: Any, na: Any, nb: Any, plan: CRPlan, rand: Any, gather: Callable[..., Any], xp: Any
+) -> tuple[Any, ...]:
     """(C, R, indices, weights) for (..., n, l) @ (..., l, m); batches drawn in order."""  # numpydoc ignore=PR01,RT01
     w = None if na is None else _weights(na, nb, xp)
-    p = None if plan.method == "topk" else probabilities(plan.probabilities, w if w is not None else _uniform_like(a, xp), xp)
+    p = (
+        None
+        if plan.method == "topk"
+        else probabilities(plan.probabilities, w if w is not None else _uniform_like(a, xp), xp)
+    )
     if a.ndim == 2:
         return _factors_2d(a, b, w, p, plan, rand, gather, xp)
     batch = a.shape[:-2]
@@ -110,8 +120,16 @@ def factors(a: Any, b: Any, na: Any, nb: Any, plan: CRPlan, rand: Any, gather: C
     w3 = None if w is None else xp.reshape(w, (-1, w.shape[-1]))
     p3 = None if p is None else xp.reshape(p, (-1, p.shape[-1]))
     parts = [
-        _factors_2d(a3[k, ...], b3[k, ...], None if w3 is None else w3[k, ...],
-                    None if p3 is None else p3[k, ...], plan, rand, gather, xp)
+        _factors_2d(
+            a3[k, ...],
+            b3[k, ...],
+            None if w3 is None else w3[k, ...],
+            None if p3 is None else p3[k, ...],
+            plan,
+            rand,
+            gather,
+            xp,
+        )
         for k in range(a3.shape[0])
     ]
     out = []
@@ -129,8 +147,8 @@ def _uniform_like(a: Any, xp: Any) -> Any:
 def product_fro2(a: Any, b: Any, xp: Any) -> Any:
     """‖a @ b‖_F² in float64, through 1ᵀ[(aᵀa) ∘ (bbᵀ)]1 when that is cheaper (SPEC §3.2)."""  # numpydoc ignore=PR01,RT01
     a, b = xp.astype(a, xp.float64), xp.astype(b, xp.float64)
-    n, l, m = a.shape[-2], a.shape[-1], b.shape[-1]
-    if l * (n + m) < n * m:
+    n, inner, m = a.shape[-2], a.shape[-1], b.shape[-1]
+    if inner * (n + m) < n * m:
         return xp.sum((a.mT @ a) * (b @ b.mT), axis=(-2, -1))
     prod = a @ b
     return xp.sum(prod * prod, axis=(-2, -1))

@@ -87,6 +87,6 @@ def without_replacement(p: Any, rank: int, rand: Any, xp: Any) -> tuple[Any, Any
 
 
 def _device(x: Any) -> Any:
-    from .._lib._compat import device  # noqa: PLC0415  (keeps this module import-light)
+    from .._lib._compat import device
 
     return device(x)

@@ -26,20 +26,30 @@ def is_scipy_operator(a: Any) -> bool:
 class Operator:
     """``a`` (or its conjugate transpose) seen through ``matmat``/``rmatmat``, counting passes."""  # numpydoc ignore=PR01
 
-    def __init__(self, a: Any, xp: Any, *, dtype: Any, dense: bool, transposed: bool = False):
+    def __init__(self, a: Any, xp: Any, *, dtype: Any, dense: bool, transposed: bool = False,
+                 counter: list[int] | None = None):
         self.a, self.xp, self.dtype, self.dense = a, xp, dtype, dense
+        self._counter = [0] if counter is None else counter
         self.transposed = transposed
         self.complex = xp.isdtype(dtype, "complex floating")
         m, n = a.shape[-2], a.shape[-1]
         self.batch = tuple(a.shape[:-2])
         self.m, self.n = (n, m) if transposed else (m, n)
-        self.passes = 0
+
+    @property
+    def passes(self) -> int:
+        """Full reads of ``a`` so far (shared with the transposed view)."""  # numpydoc ignore=RT01
+        return self._counter[0]
+
+    def count_pass(self) -> None:
+        """Record one full read of ``a`` made outside ``matmat``/``rmatmat``."""
+        self._counter[0] += 1
 
     @property
     def T(self) -> Operator:  # noqa: N802
-        """The conjugate transpose, sharing the pass counter's starting value 0."""  # numpydoc ignore=RT01
+        """The conjugate transpose (same data, same pass counter)."""  # numpydoc ignore=RT01
         return Operator(self.a, self.xp, dtype=self.dtype, dense=self.dense,
-                        transposed=not self.transposed)
+                        transposed=not self.transposed, counter=self._counter)
 
     def _forward(self, x: Any) -> Any:
         out = self.a @ x
@@ -57,12 +67,12 @@ class Operator:
 
     def matmat(self, x: Any) -> Any:
         """``op @ x`` (one pass over ``a``)."""  # numpydoc ignore=PR01,RT01
-        self.passes += 1
+        self._counter[0] += 1
         return self._adjoint(x) if self.transposed else self._forward(x)
 
     def rmatmat(self, y: Any) -> Any:
         """``opᴴ @ y`` (one pass over ``a``)."""  # numpydoc ignore=PR01,RT01
-        self.passes += 1
+        self._counter[0] += 1
         return self._forward(y) if self.transposed else self._adjoint(y)
 
 

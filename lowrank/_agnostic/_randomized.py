@@ -14,11 +14,13 @@ from ._linalg import conj_transpose, svd_flip
 
 __all__ = [
     "auto_plan",
+    "empty",
     "krylov_basis",
     "orthonormalize",
     "project_out",
     "randomized_svd",
     "range_finder",
+    "subspace_basis",
     "svd_from_basis",
 ]
 
@@ -69,16 +71,19 @@ def _next_block(Y: Any, Q: Any | None, xp: Any) -> Any:
     return orthonormalize(project_out(Y, Q, xp), xp)
 
 
-def range_finder(op: Any, size: int, n_power_iter: int, rand: Any, xp: Any) -> tuple[Any, Any]:
-    """HMT 2011 Alg. 4.4 (QR-normalised subspace iteration): Q and W = opᴴ Q.
-
-    Passes: 2·n_power_iter + 2 (the last product ``opᴴ Q`` is B = Qᴴ op transposed).
-    """  # numpydoc ignore=PR01,RT01
+def range_finder(op: Any, size: int, n_power_iter: int, rand: Any, xp: Any) -> Any:
+    """HMT 2011 Alg. 4.4 (QR-normalised subspace iteration); 2·n_power_iter + 1 passes."""  # numpydoc ignore=PR01,RT01
     omega = rand.standard_normal((*op.batch, op.n, size), op.dtype)
     Q = orthonormalize(op.matmat(omega), xp)
     for _ in range(n_power_iter):
         Z = orthonormalize(op.rmatmat(Q), xp)
         Q = orthonormalize(op.matmat(Z), xp)
+    return Q
+
+
+def subspace_basis(op: Any, size: int, n_power_iter: int, rand: Any, xp: Any) -> tuple[Any, Any]:
+    """Range finder plus W = opᴴ Q (= Bᴴ for B = Qᴴ op): 2·n_power_iter + 2 passes."""  # numpydoc ignore=PR01,RT01
+    Q = range_finder(op, size, n_power_iter, rand, xp)
     return Q, op.rmatmat(Q)
 
 
@@ -137,12 +142,12 @@ def randomized_svd(op: Any, rank: int, *, n_oversamples: int, n_power_iter: int 
                    method: str, rand: Any, xp: Any) -> tuple[Any, Any, Any]:
     """See docstring in `lowrank._randomized`."""  # numpydoc ignore=PR01,RT01
     if rank == 0 or op.m == 0 or op.n == 0:
-        return _empty(op, rank, xp)
+        return empty(op, rank, xp)
     method, width, n_iter = auto_plan(op, rank, n_oversamples, n_power_iter, method)
     if method == "block_krylov":
         Q, W = krylov_basis(op, width, n_iter, rand, xp)
     else:
-        Q, W = range_finder(op, width, n_iter, rand, xp)
+        Q, W = subspace_basis(op, width, n_iter, rand, xp)
     U, S, Vh = svd_from_basis(Q, W, rank, xp)
     if op.transposed:  # we factorised aᴴ = U S Vh, so a = Vhᴴ S Uᴴ
         U, Vh = conj_transpose(Vh, xp), conj_transpose(U, xp)
@@ -150,7 +155,7 @@ def randomized_svd(op: Any, rank: int, *, n_oversamples: int, n_power_iter: int 
     return U, S, Vh
 
 
-def _empty(op: Any, rank: int, xp: Any) -> tuple[Any, Any, Any]:
+def empty(op: Any, rank: int, xp: Any) -> tuple[Any, Any, Any]:
     """Zero factors of the right shapes (rank 0, or an empty matrix padded with zeros)."""  # numpydoc ignore=PR01,RT01
     m, n = (op.n, op.m) if op.transposed else (op.m, op.n)
     real = xp.float32 if op.dtype in (xp.float32, xp.complex64) else xp.float64

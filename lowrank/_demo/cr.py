@@ -10,11 +10,11 @@ from .. import cr_expected_error, cr_matmul
 from . import timeit
 
 
-def _data(n: int, l: int, m: int, alpha: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _data(n: int, inner: int, m: int, alpha: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """X with power-law column scales i^-alpha (shuffled), Y Gaussian."""  # numpydoc ignore=PR01,RT01
     rng = np.random.default_rng(seed)
-    scale = rng.permutation(np.arange(1, l + 1) ** -alpha)
-    return rng.standard_normal((n, l)) * scale, rng.standard_normal((l, m))
+    scale = rng.permutation(np.arange(1, inner + 1) ** -alpha)
+    return rng.standard_normal((n, inner)) * scale, rng.standard_normal((inner, m))
 
 
 def _prototype(X: np.ndarray, Y: np.ndarray, r: int, rng: Any) -> np.ndarray:
@@ -42,8 +42,17 @@ def _error_rows(X: np.ndarray, Y: np.ndarray, ranks: list[int], seeds: int) -> l
         svd = float(tail[r] / norm) if r < len(tail) else 0.0
         top = float(np.linalg.norm(cr_matmul(X, Y, r, method="topk") - M) / norm)
         theory = float(np.sqrt(cr_expected_error(X, Y, r)) / norm)
-        rows.append([r, svd, top, sampled(r), theory, sampled(r, probabilities="uniform"),
-                     sampled(r, replace=False)])
+        rows.append(
+            [
+                r,
+                svd,
+                top,
+                sampled(r),
+                theory,
+                sampled(r, probabilities="uniform"),
+                sampled(r, replace=False),
+            ]
+        )
     return rows
 
 
@@ -61,8 +70,9 @@ def _time_rows(X: np.ndarray, Y: np.ndarray, r: int, repeat: int) -> list[list[A
     rows = []
     for name, fn in cases:
         t, out = (exact, M) if name.startswith("numpy exact") else timeit(fn, repeat)
-        rows.append([name, f"{t * 1e3:.1f} ms", f"{exact / t:.1f}x",
-                     float(np.linalg.norm(out - M) / norm)])
+        rows.append(
+            [name, f"{t * 1e3:.1f} ms", f"{exact / t:.1f}x", float(np.linalg.norm(out - M) / norm)]
+        )
     return rows
 
 
@@ -74,8 +84,14 @@ def _plot(ctx: Any, rows: list[list[Any]], title: str) -> None:
         return
     data = np.array([[float(c) for c in row] for row in rows])
     fig, ax = plt.subplots(figsize=(6, 4))
-    labels = ["SVD optimum", "top-k", "optimal sampling", "theory (optimal)", "uniform sampling",
-              "optimal, no replacement"]
+    labels = [
+        "SVD optimum",
+        "top-k",
+        "optimal sampling",
+        "theory (optimal)",
+        "uniform sampling",
+        "optimal, no replacement",
+    ]
     styles = ["k-", "C0o-", "C1s-", "C1:", "C2^-", "C3d-"]
     for k, (label, style) in enumerate(zip(labels, styles, strict=True)):
         ax.loglog(data[:, 0], np.maximum(data[:, k + 1], 1e-16), style, label=label)
@@ -89,16 +105,20 @@ def _plot(ctx: Any, rows: list[list[Any]], title: str) -> None:
 
 def run(ctx: Any) -> None:
     """Error vs rank (top-k, optimal, uniform vs the SVD optimum) and timings."""  # numpydoc ignore=PR01
-    n, l, m = (256, 1024, 256) if ctx.quick else (1024, 4096, 1024)
+    n, inner, m = (256, 1024, 256) if ctx.quick else (1024, 4096, 1024)
     ranks = [16, 32, 64, 128, 256] if ctx.quick else [32, 64, 128, 256, 512, 1024]
-    X, Y = _data(n, l, m, alpha=1.0)
-    title = f"X {n}x{l} (column scales i^-1) @ Y {l}x{m}"
+    X, Y = _data(n, inner, m, alpha=1.0)
+    title = f"X {n}x{inner} (column scales i^-1) @ Y {inner}x{m}"
     print(f"  {title}; relative errors ‖approx − XY‖_F / ‖XY‖_F (sampling: rms over seeds)")
     rows = _error_rows(X, Y, ranks, seeds=2 if ctx.quick else 4)
     ctx.table(["rank", "SVD opt.", "topk", "optimal", "theory", "uniform", "no-repl."], rows)
     _plot(ctx, rows, title)
-    r = l // 16
-    print(f"\n  time at rank {r} ({l // r}x fewer flops), median of repeats; "
-          "no maintained library offers CR products, so the peers are NumPy")
-    ctx.table(["method", "time", "speed-up", "rel. error"],
-              _time_rows(X, Y, r, repeat=3 if ctx.quick else 5))
+    r = inner // 16
+    print(
+        f"\n  time at rank {r} ({inner // r}x fewer flops), median of repeats; "
+        "no maintained library offers CR products, so the peers are NumPy"
+    )
+    ctx.table(
+        ["method", "time", "speed-up", "rel. error"],
+        _time_rows(X, Y, r, repeat=3 if ctx.quick else 5),
+    )

@@ -184,6 +184,7 @@ class LoRAProAdamW(torch.optim.Optimizer):
         super().__init__(params, defaults)
         self.pairs = resolve_pairs(pairs, adapter=adapter)
         self._check_pairs_are_optimized()
+        self._stack_buffers: dict = {}  # reused stacking memory, not part of the state
 
     def _check_pairs_are_optimized(self) -> None:
         owned = {id(p) for g in self.param_groups for p in g["params"]}
@@ -233,15 +234,11 @@ class LoRAProAdamW(torch.optim.Optimizer):
     def _step_efficient(self, pairs: list[Pair], others: list, plain: list) -> None:
         gA, gB = adjusted_grads(
             pairs, [p.A.grad for p in pairs], [p.B.grad for p in pairs],
-            gauge=self.gauge, damping=self.damping,
+            gauge=self.gauge, damping=self.damping, buffers=self._stack_buffers,
         )
         params = [t for p in pairs for t in (p.A, p.B)] + others
         grads = [g for ab in zip(gA, gB) for g in ab] + plain
-        grads = _clipped(grads, self.max_grad_norm)
-        groups = self._group_of()
-        for p, g in zip(params, grads):
-            group = groups[id(p)]
-            _adamw_(p, _adam_direction(self.state[p], g, group), group)
+        _foreach_adamw_(params, _clipped(grads, self.max_grad_norm), self)
 
     def _step_full(self, pairs: list[Pair], others: list, plain: list) -> None:
         g_eq = equivalent_grads(
@@ -296,6 +293,48 @@ def _adam_direction(state: dict, g: torch.Tensor, group: dict, prefix: str = "")
     v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
     denom = (v.sqrt() / math.sqrt(1 - beta2**t)).add_(group["eps"])
     return (m / (1 - beta1**t)).div_(denom)
+
+
+def _foreach_adamw_(params: list, grads: list, opt: LoRAProAdamW) -> None:
+    """AdamW on lists, batched with torch's ``_foreach`` ops per (group, step, dtype)."""  # numpydoc ignore=PR01
+    groups = opt._group_of()
+    buckets: dict[tuple, list[int]] = {}
+    for k, (p, g) in enumerate(zip(params, grads)):
+        state = opt.state[p]
+        if "exp_avg" not in state:
+            state.update(step=0, exp_avg=torch.zeros_like(g), exp_avg_sq=torch.zeros_like(g))
+        state["step"] += 1
+        key = (id(groups[id(p)]), state["step"], g.dtype, p.dtype, g.device)
+        buckets.setdefault(key, []).append(k)
+    for (_, t, *_), idx in buckets.items():
+        group = groups[id(params[idx[0]])]
+        _foreach_bucket_([params[k] for k in idx], [grads[k] for k in idx],
+                         [opt.state[params[k]] for k in idx], group, t)
+
+
+def _foreach_bucket_(ps: list, gs: list, states: list, group: dict, t: int) -> None:
+    """One AdamW update for tensors sharing group, step count and dtypes."""  # numpydoc ignore=PR01
+    beta1, beta2 = group["betas"]
+    lr, wd = group["lr"], group["weight_decay"]
+    ms = [s["exp_avg"] for s in states]
+    vs = [s["exp_avg_sq"] for s in states]
+    torch._foreach_lerp_(ms, gs, 1 - beta1)
+    torch._foreach_mul_(vs, beta2)
+    torch._foreach_addcmul_(vs, gs, gs, value=1 - beta2)
+    denom = torch._foreach_sqrt(vs)
+    torch._foreach_div_(denom, math.sqrt(1 - beta2**t))
+    torch._foreach_add_(denom, group["eps"])
+    step = lr / (1 - beta1**t)
+    if ps[0].dtype == gs[0].dtype:
+        if wd:
+            torch._foreach_mul_(ps, 1 - lr * wd)
+        torch._foreach_addcdiv_(ps, ms, denom, value=-step)
+        return
+    for p, m, d in zip(ps, ms, denom):  # low-precision parameters: update in float32
+        new = p.to(m.dtype)
+        if wd:
+            new.mul_(1 - lr * wd)
+        p.copy_(new.addcdiv_(m, d, value=-step))
 
 
 def _adamw_(param: torch.Tensor, direction: torch.Tensor, group: dict) -> None:

@@ -75,32 +75,45 @@ def _groups(pairs: list[Pair]) -> dict[tuple, list[int]]:
     return groups
 
 
-def _stack(tensors: list[torch.Tensor | None], like: list[torch.Tensor], dtype: torch.dtype):
-    """Stack in ``dtype``; a missing gradient counts as zero."""  # numpydoc ignore=PR01,RT01
-    return torch.stack(
-        [torch.zeros_like(w, dtype=dtype) if t is None else t.to(dtype) for t, w in zip(tensors, like)]
-    )
+def _stack(tensors: list[torch.Tensor | None], like: list[torch.Tensor], dtype: torch.dtype,
+           buffers: dict | None, key: tuple) -> torch.Tensor:
+    """Stack in ``dtype`` (into a reused buffer when given); a missing gradient is zero."""  # numpydoc ignore=PR01,RT01
+    items = [torch.zeros_like(w, dtype=dtype) if t is None else t.to(dtype) for t, w in zip(tensors, like)]
+    if buffers is None:
+        return torch.stack(items)
+    out = buffers.get(key)
+    if out is None or out.shape != (len(items), *items[0].shape):
+        out = buffers[key] = torch.empty((len(items), *items[0].shape), dtype=dtype, device=items[0].device)
+    # Reusing the memory avoids fresh page faults for large stacks on every step.
+    return torch.stack(items, out=out)
 
 
-def _batched(pairs, grads_A, grads_B, idx, dtype):
+def _batched(pairs, grads_A, grads_B, idx, dtype, buffers=None):  # noqa: PLR0913
     """Stacked A, B, grads and per-layer scaling for the pairs ``idx``."""  # numpydoc ignore=PR01,RT01
     As = [pairs[i].A for i in idx]
     Bs = [pairs[i].B for i in idx]
-    A = _stack(As, As, dtype)
-    B = _stack(Bs, Bs, dtype)
-    gA = _stack([grads_A[i] for i in idx], As, dtype)
-    gB = _stack([grads_B[i] for i in idx], Bs, dtype)
+    tag = (tuple(idx), dtype)
+    A = _stack(As, As, dtype, buffers, ("A", *tag))
+    B = _stack(Bs, Bs, dtype, buffers, ("B", *tag))
+    gA = _stack([grads_A[i] for i in idx], As, dtype, buffers, ("gA", *tag))
+    gB = _stack([grads_B[i] for i in idx], Bs, dtype, buffers, ("gB", *tag))
     s = torch.tensor([pairs[i].scaling for i in idx], dtype=dtype, device=A.device)
     return A, B, gA, gB, s
 
 
-def adjusted_grads(pairs, grads_A, grads_B, *, gauge, damping):
-    """LoRA-Pro adjusted (grad_A, grad_B) per pair, in the compute dtype; one core call per group."""  # numpydoc ignore=PR01,RT01
+def adjusted_grads(pairs, grads_A, grads_B, *, gauge, damping, buffers=None):  # noqa: PLR0913
+    """LoRA-Pro adjusted (grad_A, grad_B) per pair, in the compute dtype; one core call per group.
+
+    ``buffers`` (a dict owned by the caller) keeps the stacked inputs between calls.
+    """  # numpydoc ignore=PR01,RT01
     out_A: list[Any] = [None] * len(pairs)
     out_B: list[Any] = [None] * len(pairs)
     for (_, _, _, dtype), idx in _groups(pairs).items():
-        A, B, gA, gB, s = _batched(pairs, grads_A, grads_B, idx, dtype)
-        res = lora_pro_adjust(A, B, gA, gB, scaling=s, gauge=gauge, damping=damping)
+        A, B, gA, gB, s = _batched(pairs, grads_A, grads_B, idx, dtype, buffers)
+        # Inputs were validated by the optimizer's contract; NaN/Inf gradients propagate
+        # to the update exactly as in torch.optim.AdamW.
+        res = lora_pro_adjust(A, B, gA, gB, scaling=s, gauge=gauge, damping=damping,
+                              check_finite=False)
         for k, i in enumerate(idx):
             out_A[i], out_B[i] = res.grad_A[k], res.grad_B[k]
     return out_A, out_B

@@ -1,0 +1,193 @@
+"""LoRA-GA side by side: init stage vs PEFT 0.21 and the official code; estimation memory.
+
+``python bench/compare.py lora_ga [--quick] [--layers L] [--repeat N]``
+
+1. Init stage (SVD + factor construction) on a stack of L float32 gradients per shape
+   (4096 x 4096 and 4096 x 11008, singular values 1/i, r = 8 and 32), torch CPU:
+   lowrank (one batched call) vs PEFT's ``lora_ga_init`` (per layer,
+   ``torch.svd_lowrank(q=min(4r, ...), niter=4)`` then its factor lines) vs the official
+   code (same SVD, its factor lines). Accuracy: sine of the largest principal angle of
+   B0's columns (the singular block r..2r-1) against the exact block (known by
+   construction), worst layer.
+2. Estimation memory on a small MLP: peak RSS above the model, in a fresh process,
+   lowrank ``estimate_gradients`` vs PEFT ``preprocess_loraga``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import multiprocessing as mp
+import resource
+import time
+
+import numpy as np
+
+
+def _spectrum_stack(m, n, layers, seed=0):
+    """L float32 (m, n) matrices with singular values 1/i and their exact U (float64)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    k = min(m, n)
+    U = torch.linalg.qr(torch.randn(m, k, generator=g, dtype=torch.float64))[0]
+    V = torch.linalg.qr(torch.randn(n, k, generator=g, dtype=torch.float64))[0]
+    base = (U / torch.arange(1, k + 1, dtype=torch.float64)) @ V.T
+    perms = [torch.randperm(m, generator=g) for _ in range(layers)]  # distinct layers
+    stack = torch.stack([base[p] for p in perms]).float()
+    return stack, [U[p] for p in perms]
+
+
+def peft_factors(grad, r, gamma=16.0):
+    """PEFT 0.21 ``LoraLayer.lora_ga_init`` SVD + factor lines (ArB2r, stable)."""
+    import torch
+
+    grad = grad.to(torch.float32)
+    U, S, V = torch.svd_lowrank(grad, q=min(4 * r, min(grad.shape)), niter=4)
+    Vh = V.t()
+    U, S, Vh = U[:, : 2 * r], S[: 2 * r], Vh[: 2 * r, :]
+    A = Vh[:r, :]
+    B = U[:, r : 2 * r] @ torch.diag(S[r : 2 * r])
+    B = B * (grad.shape[0] ** 0.25) / (gamma**0.5)
+    return A.contiguous(), B.contiguous()
+
+
+def official_factors(grad, r, gamma=16.0):
+    """Official LoRA-GA ``lora_ga_init`` SVD + factor lines (ArB2r, stable)."""
+    import torch
+
+    U, _, V = torch.svd_lowrank(grad.float(), q=min(4 * r, min(grad.shape)), niter=4)
+    V = V.T
+    B, A = U[:, r : 2 * r], V[:r, :]
+    m = grad.shape[0]
+    return (A * m**0.25 / gamma**0.5).contiguous(), (B * m**0.25 / gamma**0.5).contiguous()
+
+
+def _median_time(fn, repeat):
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), out
+
+
+def _sine(B, U_block):
+    """Largest principal-angle sine between span(B) and the exact block."""
+    import torch
+
+    Q = torch.linalg.qr(B.double())[0]
+    return float(torch.linalg.matrix_norm(Q - U_block @ (U_block.T @ Q), 2))
+
+
+def init_stage(shapes, ranks, layers, repeat):
+    import torch
+
+    import lowrank
+
+    rows = []
+    for m, n in shapes:
+        stack, Us = _spectrum_stack(m, n, layers)
+        for r in ranks:
+            blocks = [U[:, r : 2 * r] for U in Us]
+            runs = {
+                "lowrank": lambda: lowrank.lora_ga_init(stack, r, scaling=2.0, rng=0).B,
+                "PEFT": lambda: [peft_factors(g, r)[1] for g in stack],
+                "official": lambda: [official_factors(g, r)[1] for g in stack],
+            }
+            res = {}
+            for name, fn in runs.items():
+                torch.manual_seed(0)
+                t, Bs = _median_time(fn, repeat)
+                sine = max(_sine(Bs[i], blocks[i]) for i in range(layers))
+                res[name] = (t, sine)
+            for name, (t, sine) in res.items():
+                rows.append((f"{m}x{n}", r, name, t, res[name][0] / res["lowrank"][0], sine))
+            print(_row(rows[-3]), _row(rows[-2]), _row(rows[-1]), sep="\n", flush=True)
+    return rows
+
+
+def _row(row):
+    shape, r, name, t, ratio, sine = row
+    return f"  {shape:>10} r={r:<3} {name:>9}: {t * 1e3:9.1f} ms  x{ratio:5.2f}  sine[r:2r] {sine:.1e}"
+
+
+def _estimation_child(method, dims, queue):
+    """Peak RSS growth (MiB) of one gradient estimation, measured in a fresh process."""
+    import torch
+    from peft import LoraConfig, LoraGAConfig
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(dims[i], dims[i + 1], bias=False) for i in range(len(dims) - 1)]
+    model = torch.nn.Sequential(*layers)
+    x = torch.randn(8, dims[0])
+    batches = [x] * 4
+    names = [str(i) for i in range(len(layers))]
+    rss0 = _rss_mib()
+    if method == "lowrank":
+        from lowrank.torch import estimate_gradients
+
+        estimate_gradients(model, batches, loss_fn=lambda m, b: m(b).square().mean(),
+                           targets=names, progress=False)
+    else:
+        from peft import preprocess_loraga
+
+        cfg = LoraConfig(r=8, target_modules=names, init_lora_weights="lora_ga",
+                         lora_ga_config=LoraGAConfig())
+
+        def train_step():
+            for b in batches:
+                model(b).square().mean().backward()
+
+        preprocess_loraga(model, cfg, train_step)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put(peak - rss0)
+
+
+def _rss_mib():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def estimation_memory(dims):
+    ctx = mp.get_context("spawn")
+    out = {}
+    for method in ("lowrank", "PEFT"):
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_estimation_child, args=(method, dims, queue))
+        proc.start()
+        out[method] = queue.get(timeout=600)
+        proc.join()
+    grads_mib = sum(a * b for a, b in zip(dims[:-1], dims[1:])) * 4 / 2**20
+    print(f"  MLP {dims}, fp32 target gradients {grads_mib:.0f} MiB")
+    for method, mib in out.items():
+        print(f"  {method:>8}: peak RSS growth during estimation {mib:7.1f} MiB")
+    return out
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog="compare.py lora_ga")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    import peft
+    import torch
+
+    print(f"peft {peft.__version__}, torch threads {torch.get_num_threads()}")
+    shapes = [(1024, 1024), (1024, 2752)] if args.quick else [(4096, 4096), (4096, 11008)]
+    print("init stage (SVD + factors), median of", args.repeat, "after warm-up;",
+          "ratio = time / lowrank time:")
+    init_stage(shapes, [8, 32], args.layers, args.repeat)
+    print("estimation memory:")
+    estimation_memory([512] * 4 if args.quick else [2048] * 5)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
+
