@@ -54,7 +54,7 @@ class LoraProAdjust(XPBenchmark):
     def track_relative_error(self, backend, n, rank, gauge):
         res = lowrank.lora_pro_adjust(*self.args, scaling=2.0, gauge=gauge)
         errs = []
-        for got, want in zip(res, self.exact):
+        for got, want in zip(res, self.exact, strict=True):
             errs.append(np.linalg.norm(_host(got) - want) / np.linalg.norm(want))
         return max(errs)
 
@@ -85,12 +85,15 @@ class LoRAProAdamWStep:
         try:
             import torch
         except ImportError as exc:
-            raise SkipNotImplemented("torch not installed") from exc
+            msg = "torch not installed"
+            raise SkipNotImplemented(msg) from exc
         from lowrank.torch import LoRAProAdamW
 
         params, pairs = [], []
         for i in range(layers):
-            A, B, gA, gB = (torch.from_numpy(x.astype(np.float32)) for x in _layer(n, n, 16, seed=i))
+            A, B, gA, gB = (
+                torch.from_numpy(x.astype(np.float32)) for x in _layer(n, n, 16, seed=i)
+            )
             A, B = torch.nn.Parameter(A), torch.nn.Parameter(B)
             A.grad, B.grad = gA, gB
             params += [A, B]

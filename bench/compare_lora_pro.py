@@ -26,10 +26,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from ref_lora_pro import ref_lora_pro_adjust  # noqa: E402
+from ref_lora_pro import ref_lora_pro_adjust
 
-import lowrank  # noqa: E402
-from lowrank.torch import LoRAProAdamW  # noqa: E402
+import lowrank
+from lowrank.torch import LoRAProAdamW
 
 
 def median_time(fn, repeat=5):
@@ -57,10 +57,14 @@ def rel(x, ref):
 
 
 def per_layer(n, ranks, repeat):
-    print(f"\n1. per-layer adjustment, out = in = {n}, float32, torch CPU "
-          f"(threads {torch.get_num_threads()})")
-    print(f"{'r':>4} {'lowrank ms':>11} {'reference ms':>13} {'speed-up':>9} "
-          f"{'rel diff':>9} {'err lowrank':>12} {'err ref':>9}")
+    print(
+        f"\n1. per-layer adjustment, out = in = {n}, float32, torch CPU "
+        f"(threads {torch.get_num_threads()})"
+    )
+    print(
+        f"{'r':>4} {'lowrank ms':>11} {'reference ms':>13} {'speed-up':>9} "
+        f"{'rel diff':>9} {'err lowrank':>12} {'err ref':>9}"
+    )
     for r in ranks:
         f32, f64, s = layer(n, n, r)
         truth = lowrank.lora_pro_adjust(*f64, scaling=s, damping=None)
@@ -68,11 +72,13 @@ def per_layer(n, ranks, repeat):
         ref = ref_lora_pro_adjust(*f32, s)
         t_ours = median_time(lambda f32=f32, s=s: lowrank.lora_pro_adjust(*f32, scaling=s), repeat)
         t_ref = median_time(lambda f32=f32, s=s: ref_lora_pro_adjust(*f32, s), repeat)
-        diff = max(rel(o, r_.double()) for o, r_ in zip(ours, ref))
-        err_o = max(rel(o, t) for o, t in zip(ours, truth))
-        err_r = max(rel(o, t) for o, t in zip(ref, truth))
-        print(f"{r:>4} {1e3 * t_ours:>11.2f} {1e3 * t_ref:>13.2f} {t_ref / t_ours:>8.1f}x "
-              f"{diff:>9.1e} {err_o:>12.1e} {err_r:>9.1e}")
+        diff = max(rel(o, r_.double()) for o, r_ in zip(ours, ref, strict=True))
+        err_o = max(rel(o, t) for o, t in zip(ours, truth, strict=True))
+        err_r = max(rel(o, t) for o, t in zip(ref, truth, strict=True))
+        print(
+            f"{r:>4} {1e3 * t_ours:>11.2f} {1e3 * t_ref:>13.2f} {t_ref / t_ours:>8.1f}x "
+            f"{diff:>9.1e} {err_o:>12.1e} {err_r:>9.1e}"
+        )
 
 
 def optimizer_step(n, r, n_layers, repeat):
@@ -96,10 +102,14 @@ def optimizer_step(n, r, n_layers, repeat):
 
     t_ref = median_time(ref_step, max(3, repeat // 2))
     print(f"  torch.optim.AdamW (foreach)           {1e3 * t_plain:8.1f} ms   1.00x")
-    print(f"  LoRAProAdamW (efficient, batched)     {1e3 * t_ours:8.1f} ms   "
-          f"{t_ours / t_plain:.2f}x of AdamW")
-    print(f"  reference adjustment loop + AdamW     {1e3 * t_ref:8.1f} ms   "
-          f"{t_ref / t_plain:.2f}x of AdamW")
+    print(
+        f"  LoRAProAdamW (efficient, batched)     {1e3 * t_ours:8.1f} ms   "
+        f"{t_ours / t_plain:.2f}x of AdamW"
+    )
+    print(
+        f"  reference adjustment loop + AdamW     {1e3 * t_ref:8.1f} ms   "
+        f"{t_ref / t_plain:.2f}x of AdamW"
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -111,8 +121,10 @@ def main(argv: list[str]) -> int:
     if "--threads" in argv:
         threads = [int(argv[argv.index("--threads") + 1])]
     repeat = 3 if quick else 7
-    print(f"torch {torch.__version__}, lowrank {lowrank.__version__}, load average "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    print(
+        f"torch {torch.__version__}, lowrank {lowrank.__version__}, load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores"
+    )
     for t in threads:
         torch.set_num_threads(t)
         print(f"\n=== torch threads: {t} ===")

@@ -120,50 +120,145 @@ _LANES = 8  # matrices side by side in the lane path (one AVX-512 register of fl
 
 @njit
 def _householder_lanes(a, b0, w, t, ss, prod):
-    """Unscaled Householder QR of the _LANES matrices a[b0:b0+_LANES] side by side.
+    """Unscaled Householder QR of the 8 matrices a[b0:b0+8] side by side.
 
-    ``w[j, i, l]`` is entry (i, j) of matrix l: the inner loops run over lanes, which
-    are independent (no loop-carried dependence, unlike one matrix's dot products).
-    ``t`` is (4, _LANES) scratch. ``prod[l]`` gets prod |R_jj|; ``ss[l]`` is set to 0
-    (outside the safe range) if some |R_jj|² or partial product left it.
+    ``w[j, i, l]`` is entry (i, j) of matrix l. The hot lane loops are written out
+    as 8 scalars: the accumulators stay in registers and the 8 chains run in parallel
+    (measured 1.4× faster for 16×4 than lane loops over arrays, which numba neither
+    vectorises at trip count 8 nor keeps out of memory, the arrays possibly aliasing).
+    ``t`` is (4, 8) scratch. ``prod[l]`` gets prod |R_jj|; ``ss[l]`` is set to 0 (outside the
+    safe range) if some |R_jj|² or partial product left it.
     """
     n, k = a.shape[1], a.shape[2]
+    # 1-D/2-D views throughout: numba's 3-D index arithmetic costs more than the flops
     for lane in range(_LANES):
-        for i in range(n):
-            for j in range(k):
-                w[j, i, lane] = a[b0 + lane, i, j]
-    norm2, inv, tau, dot = t[0], t[1], t[2], t[3]
+        m = a[b0 + lane]
+        for j in range(k):
+            wj = w[j]
+            for i in range(n):
+                wj[i, lane] = m[i, j]
+    norm2, inv, tau = t[0], t[1], t[2]
     ss[:] = 1.0
     prod[:] = 1.0
     for j in range(k):
-        norm2[:] = 0.0
+        wj = w[j]
+        s0, s1, s2, s3, s4, s5, s6, s7 = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
         for i in range(j, n):
-            for lane in range(_LANES):
-                norm2[lane] += w[j, i, lane] * w[j, i, lane]
+            v = wj[i]
+            v0, v1, v2, v3, v4, v5, v6, v7 = v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]
+            s0, s1, s2, s3, s4, s5, s6, s7 = (
+                s0 + v0 * v0,
+                s1 + v1 * v1,
+                s2 + v2 * v2,
+                s3 + v3 * v3,
+                s4 + v4 * v4,
+                s5 + v5 * v5,
+                s6 + v6 * v6,
+                s7 + v7 * v7,
+            )
+        norm2[0], norm2[1], norm2[2], norm2[3], norm2[4], norm2[5], norm2[6], norm2[7] = (
+            s0,
+            s1,
+            s2,
+            s3,
+            s4,
+            s5,
+            s6,
+            s7,
+        )
+        pivot = wj[j]
         for lane in range(_LANES):
             norm = math.sqrt(norm2[lane])
             prod[lane] *= norm
             if not (_SQ_LO < norm2[lane] < _SQ_HI and _PROD_LO < prod[lane] < _PROD_HI):
                 ss[lane] = 0.0  # unsafe: redo this matrix on the scaled path
-            alpha = w[j, j, lane]
+            alpha = pivot[lane]
             beta = -math.copysign(norm, alpha)
             denom = alpha - beta  # |denom| = |alpha| + norm: no cancellation
             inv[lane] = 1.0 / denom if denom != 0.0 else 0.0
             tau[lane] = (beta - alpha) / beta if beta != 0.0 else 0.0
+        q0, q1, q2, q3, q4, q5, q6, q7 = (
+            inv[0],
+            inv[1],
+            inv[2],
+            inv[3],
+            inv[4],
+            inv[5],
+            inv[6],
+            inv[7],
+        )
         for i in range(j + 1, n):
-            for lane in range(_LANES):
-                w[j, i, lane] *= inv[lane]
+            v = wj[i]
+            v0, v1, v2, v3, v4, v5, v6, v7 = v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]
+            v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7] = (
+                v0 * q0,
+                v1 * q1,
+                v2 * q2,
+                v3 * q3,
+                v4 * q4,
+                v5 * q5,
+                v6 * q6,
+                v7 * q7,
+            )
         for c in range(j + 1, k):  # apply I - tau v vᵀ (v = [1, w[j, j+1:]]) to column c
-            for lane in range(_LANES):
-                dot[lane] = w[c, j, lane]
+            wc = w[c]
+            top = wc[j]
+            d0, d1, d2, d3, d4, d5, d6, d7 = (
+                top[0],
+                top[1],
+                top[2],
+                top[3],
+                top[4],
+                top[5],
+                top[6],
+                top[7],
+            )
             for i in range(j + 1, n):
-                for lane in range(_LANES):
-                    dot[lane] += w[j, i, lane] * w[c, i, lane]
-            for lane in range(_LANES):
-                dot[lane] *= tau[lane]
+                v, x = wj[i], wc[i]
+                d0, d1, d2, d3, d4, d5, d6, d7 = (
+                    d0 + v[0] * x[0],
+                    d1 + v[1] * x[1],
+                    d2 + v[2] * x[2],
+                    d3 + v[3] * x[3],
+                    d4 + v[4] * x[4],
+                    d5 + v[5] * x[5],
+                    d6 + v[6] * x[6],
+                    d7 + v[7] * x[7],
+                )
+            d0, d1, d2, d3, d4, d5, d6, d7 = (
+                d0 * tau[0],
+                d1 * tau[1],
+                d2 * tau[2],
+                d3 * tau[3],
+                d4 * tau[4],
+                d5 * tau[5],
+                d6 * tau[6],
+                d7 * tau[7],
+            )
+            top[0], top[1], top[2], top[3], top[4], top[5], top[6], top[7] = (
+                top[0] - d0,
+                top[1] - d1,
+                top[2] - d2,
+                top[3] - d3,
+                top[4] - d4,
+                top[5] - d5,
+                top[6] - d6,
+                top[7] - d7,
+            )
             for i in range(j + 1, n):
-                for lane in range(_LANES):
-                    w[c, i, lane] -= dot[lane] * w[j, i, lane]
+                v, x = wj[i], wc[i]
+                v0, v1, v2, v3, v4, v5, v6, v7 = v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]
+                x0, x1, x2, x3, x4, x5, x6, x7 = x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]
+                x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7] = (
+                    x0 - d0 * v0,
+                    x1 - d1 * v1,
+                    x2 - d2 * v2,
+                    x3 - d3 * v3,
+                    x4 - d4 * v4,
+                    x5 - d5 * v5,
+                    x6 - d6 * v6,
+                    x7 - d7 * v7,
+                )
 
 
 @pjit

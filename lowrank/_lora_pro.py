@@ -1,4 +1,4 @@
-"""LoRA-Pro gradient alignment: adjusted LoRA gradients and the equivalent gradient (SPEC §8, D4)."""
+"""LoRA-Pro gradient alignment: adjusted LoRA gradients, equivalent gradient (SPEC §8, D4)."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ class LoraGrads(NamedTuple):
         Gradient for ``lora_B``.
     """
 
-    grad_A: Array
-    grad_B: Array
+    grad_A: Array  # noqa: N815 - the issue's field names
+    grad_B: Array  # noqa: N815
 
 
 def lora_pro_adjust(
@@ -239,14 +239,14 @@ def equivalent_gradient(
 
 
 def _prepare(A: Any, B: Any, gA: Any, gB: Any, check_finite: bool, xp: Any):
-    """Validate shapes and dtypes; return the arrays in one real work dtype."""  # numpydoc ignore=PR01,RT01
+    """Validate shapes and dtypes; return arrays in one work dtype."""  # numpydoc ignore=PR01,RT01
     names = ("A", "B", "grad_A", "grad_B")
     arrays = (A, B, gA, gB)
-    for a, name in zip(arrays, names):
+    for a, name in zip(arrays, names, strict=True):
         check_matrix(a, name)
     _check_shapes(A, B, gA, gB)
     works, outs = [], []
-    for a, name in zip(arrays, names):
+    for a, name in zip(arrays, names, strict=True):
         if xp.isdtype(a.dtype, "complex floating"):
             msg = f"`{name}` must be real; got dtype {a.dtype}"
             raise TypeError(msg)
@@ -257,7 +257,7 @@ def _prepare(A: Any, B: Any, gA: Any, gB: Any, check_finite: bool, xp: Any):
     out_dtype = xp.result_type(*outs)
     works = [xp.astype(w, dtype, copy=False) for w in works]
     if check_finite:
-        for w, name in zip(works, names):
+        for w, name in zip(works, names, strict=True):
             # w·0 is NaN exactly where w is NaN or ±Inf, and a sum keeps the NaN: one
             # cheap pass instead of a boolean temporary; the exact check names it.
             if size(w) and not bool(xp.isfinite(xp.sum(w * 0))):
@@ -266,7 +266,7 @@ def _prepare(A: Any, B: Any, gA: Any, gB: Any, check_finite: bool, xp: Any):
 
 
 def _check_shapes(A: Any, B: Any, gA: Any, gB: Any) -> None:
-    """Raise ValueError unless A (..., r, in), B (..., out, r) and the grads match."""  # numpydoc ignore=PR01
+    """Raise ValueError unless A, B and the gradients fit."""  # numpydoc ignore=PR01
     r = A.shape[-2]
     if B.shape[-1] != r:
         msg = f"`B` must have shape (..., out, r) with r = A.shape[-2] = {r}; got {tuple(B.shape)}"
@@ -279,7 +279,8 @@ def _check_shapes(A: Any, B: Any, gA: Any, gB: Any) -> None:
         raise ValueError(msg)
     for g, ref, name, ref_name in ((gA, A, "grad_A", "A"), (gB, B, "grad_B", "B")):
         if tuple(g.shape) != tuple(ref.shape):
-            msg = f"`{name}` must have the shape of `{ref_name}`, {tuple(ref.shape)}; got {tuple(g.shape)}"
+            want, got = tuple(ref.shape), tuple(g.shape)
+            msg = f"`{name}` must have the shape of `{ref_name}`, {want}; got {got}"
             raise ValueError(msg)
 
 
@@ -296,7 +297,7 @@ def _check_damping(damping: Any) -> Any:
 
 
 def _check_scaling(scaling: Any, A: Any, xp: Any) -> Any:
-    """Scaling as a float, or as an array of shape (..., 1, 1) in A's dtype."""  # numpydoc ignore=PR01,RT01
+    """Scaling as a float, or an array of shape (..., 1, 1)."""  # numpydoc ignore=PR01,RT01
     if isinstance(scaling, numbers.Real) and not isinstance(scaling, bool):
         return check_positive(scaling, "scaling")
     if not hasattr(scaling, "shape"):
@@ -304,7 +305,9 @@ def _check_scaling(scaling: Any, A: Any, xp: Any) -> Any:
         raise TypeError(msg)
     batch = tuple(A.shape[:-2])
     if tuple(scaling.shape) not in (batch, ()):
-        msg = f"`scaling` must be a float or have the batch shape {batch}; got {tuple(scaling.shape)}"
+        msg = (
+            f"`scaling` must be a float or have the batch shape {batch}; got {tuple(scaling.shape)}"
+        )
         raise ValueError(msg)
     s = xp.astype(xp.asarray(scaling), A.dtype)
     if not bool(xp.all(s > 0)) or not bool(xp.all(xp.isfinite(s))):

@@ -27,8 +27,17 @@ def _official_indices(direction, r, random_indices):
     return perm[:r], perm[r : 2 * r]
 
 
-def official_init(grad, weight, r, s, direction="ArB2r", scale="stable", gamma=16.0,
-                  random_indices=None, norm_clip=False):
+def official_init(
+    grad,
+    weight,
+    r,
+    s,
+    direction="ArB2r",
+    scale="stable",
+    gamma=16.0,
+    random_indices=None,
+    norm_clip=False,
+):
     """Official LoRA-GA init; returns (A0, B0, W_res) in float64."""
     grad = np.asarray(grad, dtype=np.float64)
     weight = np.array(weight, dtype=np.float64)
@@ -54,8 +63,9 @@ def official_init(grad, weight, r, s, direction="ArB2r", scale="stable", gamma=1
     return A, B, weight - offset
 
 
-def peft_init(grad, weight, r, s, direction="ArB2r", scale="stable", gamma=16.0,
-              random_indices=None):
+def peft_init(
+    grad, weight, r, s, direction="ArB2r", scale="stable", gamma=16.0, random_indices=None
+):
     """PEFT 0.21 ``lora_ga_init`` formulas; returns (A0, B0, W_res) in float64."""
     grad = np.asarray(grad, dtype=np.float64)
     weight = np.asarray(weight, dtype=np.float64)
@@ -84,7 +94,7 @@ def best_rank(g, k):
 
 
 def lora_ga_objective(g, A, B):
-    """``‖B Bᵀ G + G Aᵀ A − G‖_F²`` for orthonormal factors (SPEC §7.3, lowrank layout)."""
+    """``‖B Bᵀ G + G Aᵀ A − G‖_F²`` (SPEC §7.3, lowrank layout)."""
     g = np.asarray(g, dtype=np.float64)
     return float(np.linalg.norm(B @ (B.T @ g) + (g @ A.T) @ A - g) ** 2)
 

@@ -84,7 +84,7 @@ def projected_gradient(A, B, G):
 
 def brute_force_min_residual(A, B, G, scaling):
     """min over (Y, Z) of ||s (B Y + Z A) − G||_F² by vectorised least squares."""
-    out, r = B.shape
+    out = B.shape[0]
     n_in = A.shape[1]
     # vec(B Y) = (I_in ⊗ B) vec(Y), vec(Z A) = (Aᵀ ⊗ I_out) vec(Z) (column-major vec)
     M = scaling * np.hstack([np.kron(np.eye(n_in), B), np.kron(A.T, np.eye(out))])

@@ -101,3 +101,15 @@ def rank_deficient(m, n, rank, *, seed=0, high=3):
         a = (x @ y).astype(np.float64)
         if np.linalg.matrix_rank(a) == rank:
             return a
+
+
+def svd_via_eig(a):
+    """SPEC §2.4 construction: eigh of MᵀM, Σ = Λ^{1/2}, U = M V Σ⁻¹ on the nonzero part."""
+    a = _f64(a)
+    lam, V = np.linalg.eigh(a.conj().T @ a)
+    order = np.argsort(lam)[::-1]
+    lam, V = lam[order], V[:, order]
+    k = int(np.sum(lam > max(a.shape) * np.finfo(np.float64).eps * max(lam.max(initial=0), 0)))
+    s = np.sqrt(lam[:k])
+    U = a @ V[:, :k] / s
+    return U, s, V[:, :k].conj().T

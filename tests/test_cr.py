@@ -70,6 +70,18 @@ def test_worked_example_errors_and_selection():
     assert math.isclose(float(np.sum((diag.C @ diag.R - X3 @ Y3) ** 2)), 1.0, rel_tol=1e-13)
 
 
+def test_both_factors_carry_the_sampling_scale():
+    X, Y = power_law(5, 12, 4, seed=14)
+    f = cr_factors(X, Y, 7, rng=2)
+    w = np.linalg.norm(X, axis=0) * np.linalg.norm(Y, axis=1)
+    p = w / w.sum()
+    scale = 1 / np.sqrt(7 * p[f.indices])  # SPEC D5: (r p_{s_j})^(-1/2) on C and on R
+    np.testing.assert_allclose(f.C, X[:, f.indices] * scale, rtol=1e-13)
+    np.testing.assert_allclose(f.R, Y[f.indices] * scale[:, None], rtol=1e-13)
+    np.testing.assert_allclose(f.weights, scale**2, rtol=1e-13)
+    assert np.all(np.diff(f.indices) >= 0)
+
+
 # -- exact enumeration of the real sampler -------------------------------------------
 
 

@@ -47,8 +47,10 @@ def test_equivalent_gradient_is_the_projection(xp, dtype, asarray, gauge):
     args = [asarray(x, dtype=dtype) for x in (A, B, gA, gB)]
     res = lowrank.lora_pro_adjust(*args, scaling=s, gauge=gauge)
     assert isinstance(res, lowrank.LoraGrads)
-    assert res.grad_A.dtype == dtype and res.grad_B.dtype == dtype
-    assert tuple(res.grad_A.shape) == A.shape and tuple(res.grad_B.shape) == B.shape
+    assert res.grad_A.dtype == dtype
+    assert res.grad_B.dtype == dtype
+    assert tuple(res.grad_A.shape) == A.shape
+    assert tuple(res.grad_B.shape) == B.shape
     newA, newB = to_numpy(res.grad_A), to_numpy(res.grad_B)
     g_eq = s * (B @ newA + newB @ A)
     expected = projected_gradient(A, B, G)
@@ -65,7 +67,8 @@ def test_equivalent_gradient_function(xp, dtype, asarray):
     s = 0.5
     gA, gB = lora_grads(A, B, G, s)
     g = lowrank.equivalent_gradient(*[asarray(x, dtype=dtype) for x in (A, B, gA, gB)], scaling=s)
-    assert g.dtype == dtype and tuple(g.shape) == G.shape
+    assert g.dtype == dtype
+    assert tuple(g.shape) == G.shape
     expected = projected_gradient(A, B, G)
     assert np.linalg.norm(to_numpy(g) - expected) <= rtol_for(xp, dtype) * np.linalg.norm(G)
 
@@ -135,7 +138,7 @@ def test_parity_with_reference_port(s, gauge, x_mode):
     gA, gB = lora_grads(A, B, G, s)
     ref = ref_lora_pro_adjust(*[torch.from_numpy(x) for x in (A, B, gA, gB)], s, x_mode=x_mode)
     ours = lowrank.lora_pro_adjust(A, B, gA, gB, scaling=s, gauge=gauge)
-    for r_, o in zip(ref, ours):
+    for r_, o in zip(ref, ours, strict=True):
         assert np.allclose(o, r_.numpy(), rtol=1e-7, atol=1e-9 * np.abs(r_.numpy()).max())
 
 
@@ -149,9 +152,11 @@ def test_symmetric_gauge_closed_forms_and_official_symmetry_mode():
     PA, PB = projector(A.T), projector(B)
     assert np.allclose(newA, SBi @ gA @ (np.eye(9) - 0.5 * PA) / s**2, rtol=1e-10)
     assert np.allclose(newB, (np.eye(10) - 0.5 * PB) @ gB @ SAi / s**2, rtol=1e-10)
+
     # X_sym minimises ||s B g_A' − s g_B' A||² (SPEC §8.5(b)): perturbations only increase it.
     def balance(D):
         return np.linalg.norm(s * B @ (newA + D @ A) - s * (newB - B @ D) @ A) ** 2
+
     rng = np.random.default_rng(9)
     assert all(balance(1e-3 * rng.standard_normal((3, 3))) > balance(0 * SBi) for _ in range(5))
     # The official "symmetry" mode uses S_A instead of S_A⁻¹: equal only when S_A = I.
@@ -161,7 +166,9 @@ def test_symmetric_gauge_closed_forms_and_official_symmetry_mode():
     Q, _ = np.linalg.qr(A.T)
     A1 = Q.T  # orthonormal rows: S_A = I
     gA1, gB1 = lora_grads(A1, B, G, s)
-    off_A, off_B = ref_lora_pro_adjust(*[torch.from_numpy(x) for x in (A1, B, gA1, gB1)], s, x_mode="symmetry")
+    off_A, off_B = ref_lora_pro_adjust(
+        *[torch.from_numpy(x) for x in (A1, B, gA1, gB1)], s, x_mode="symmetry"
+    )
     ours = lowrank.lora_pro_adjust(A1, B, gA1, gB1, scaling=s, gauge="symmetric")
     assert np.allclose(ours.grad_A, off_A.numpy(), rtol=1e-7)
     assert np.allclose(ours.grad_B, off_B.numpy(), rtol=1e-7)
@@ -240,7 +247,8 @@ def test_no_out_by_out_or_in_by_in_arrays_recorded():
     with Shapes() as mode:
         lowrank.equivalent_gradient(A, B, gA, gB, scaling=2.0)
     big = [sh for sh in mode.shapes if len(sh) >= 2 and min(sh[-2:]) > 2 * r]
-    assert big and all(sh == (out, n_in) for sh in big)
+    assert big
+    assert all(sh == (out, n_in) for sh in big)
 
 
 def test_huge_layer_runs_in_small_memory():
@@ -334,14 +342,16 @@ def test_damping_options(xp, asarray):
     exact = lowrank.lora_pro_adjust(*args, scaling=s, damping=None)
     auto = lowrank.lora_pro_adjust(*args, scaling=s)
     zero = lowrank.lora_pro_adjust(*args, scaling=s, damping=0)
-    for a, b in zip(exact, auto):
+    for a, b in zip(exact, auto, strict=True):
         assert np.allclose(to_numpy(a), to_numpy(b), rtol=1e-12)
-    for a, b in zip(exact, zero):
+    for a, b in zip(exact, zero, strict=True):
         assert np.allclose(to_numpy(a), to_numpy(b), rtol=0, atol=0)
     # an absolute ridge δ reproduces the reference's pinv(S + δ I) for the base solution
     ridge = lowrank.lora_pro_adjust(*args, scaling=s, gauge="zero", damping=0.5)
-    ref = ref_lora_pro_adjust(*[torch.from_numpy(x) for x in (A, B, gA, gB)], s, x_mode="zero", delta=0.5)
-    for a, b in zip(ridge, ref):
+    ref = ref_lora_pro_adjust(
+        *[torch.from_numpy(x) for x in (A, B, gA, gB)], s, x_mode="zero", delta=0.5
+    )
+    for a, b in zip(ridge, ref, strict=True):
         assert np.allclose(to_numpy(a), b.numpy(), rtol=1e-10)
 
 
@@ -354,7 +364,7 @@ def test_float32_and_low_precision_and_no_mutation(xp, asarray):
     args = [asarray(x, dtype=xp.float32) for x in (A, B, gA, gB)]
     before = [to_numpy(a).copy() for a in args]
     res = lowrank.lora_pro_adjust(*args, scaling=1.0)
-    for a, b in zip(args, before):
+    for a, b in zip(args, before, strict=True):
         assert np.array_equal(to_numpy(a), b)
     assert res.grad_A.dtype == xp.float32
     if backend_name(xp) == "torch":
@@ -367,9 +377,11 @@ def test_float32_and_low_precision_and_no_mutation(xp, asarray):
 def test_rank_zero_and_empty(xp, asarray):
     A, B = asarray(np.zeros((0, 5))), asarray(np.zeros((4, 0)))
     res = lowrank.lora_pro_adjust(A, B, A, B, scaling=1.0)
-    assert tuple(res.grad_A.shape) == (0, 5) and tuple(res.grad_B.shape) == (4, 0)
+    assert tuple(res.grad_A.shape) == (0, 5)
+    assert tuple(res.grad_B.shape) == (4, 0)
     g = lowrank.equivalent_gradient(A, B, A, B, scaling=1.0)
-    assert tuple(g.shape) == (4, 5) and np.all(to_numpy(g) == 0)
+    assert tuple(g.shape) == (4, 5)
+    assert np.all(to_numpy(g) == 0)
 
 
 def test_bad_input(xp, asarray):
@@ -400,7 +412,9 @@ def test_bad_input(xp, asarray):
     with pytest.raises(ValueError, match="`grad_A` contains NaN or Inf"):
         lowrank.lora_pro_adjust(A_, B_, asarray(bad_g), gB_, scaling=1.0)
     with pytest.raises(ValueError, match="`scaling` must be finite and > 0 for every layer"):
-        lowrank.lora_pro_adjust(*[asarray(x[None]) for x in (A, B, gA, gB)], scaling=asarray(np.array([-1.0])))
+        lowrank.lora_pro_adjust(
+            *[asarray(x[None]) for x in (A, B, gA, gB)], scaling=asarray(np.array([-1.0]))
+        )
     with pytest.raises(ValueError, match="`scaling` must be a float or have the batch shape"):
         lowrank.lora_pro_adjust(A_, B_, gA_, gB_, scaling=asarray(np.ones(3)))
 

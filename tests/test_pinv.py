@@ -260,3 +260,11 @@ def test_property_pinv_shapes_and_identities(m, n, data):
     assert np.allclose(host @ p @ host, host, atol=1e-10 * scale * max(1.0, np.abs(host).max()))
     assert np.allclose(p @ host @ p, p, atol=1e-10 * scale * max(1.0, np.abs(p).max()))
     assert np.allclose(p, reference.pinv_svd(host), atol=1e-10 * scale * max(1.0, np.abs(p).max()))
+
+
+def test_factor_mixed_devices():
+    torch = pytest.importorskip("torch")
+    cpu = torch.ones((4, 2), dtype=torch.float64)
+    meta = torch.ones((4, 3), dtype=torch.float64, device="meta")  # no GPU needed
+    with pytest.raises(ValueError, match="one device"):
+        lowrank.optimal_factor(cpu, meta)

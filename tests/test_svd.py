@@ -275,3 +275,45 @@ def test_property_shapes_ranks_and_optimality(batch, m, n, data):
         )
         U = res.U[idx]
         assert np.allclose(U.T @ U, np.eye(rank), atol=1e-12)
+
+
+def test_norm_facts_and_eigen_construction():
+    # SPEC §2.7 items 3-4: ‖M‖_F² = Σσ², ‖M‖_2 = σ_1 ≤ ‖M‖_F; the §2.4 construction.
+    host = helpers.matrix_with_spectrum(9, 6, [4.0, 3.0, 2.0, 1.0, 0.0, 0.0], seed=13)
+    _U, S, _Vh = lowrank.truncated_svd(host, 6)
+    assert np.isclose(np.linalg.norm(host) ** 2, np.sum(S**2), rtol=1e-12)
+    assert np.isclose(np.linalg.norm(host, 2), S[0], rtol=1e-12)
+    assert S[0] <= np.linalg.norm(host)
+    Ue, se, Vhe = reference.svd_via_eig(host)
+    assert se.shape == (4,)
+    assert np.allclose((Ue * se) @ Vhe, host, atol=1e-10)
+    assert np.allclose(Ue.T @ Ue, np.eye(4), atol=1e-10)
+    assert np.allclose(se, S[:4], rtol=1e-10)
+
+
+def test_related_rank_2r_problem_of_spec_2_5():
+    # argmin ‖A Aᵀ M + M Bᵀ B − M‖_F with A = U[:, :r], B = Vh[r:2r] reaches the tail
+    # beyond 2r, and random orthonormal A, B never beat it (SPEC §2.5, §2.7 item 5).
+    rng = np.random.default_rng(14)
+    host = rng.standard_normal((8, 7))
+    r = 2
+    U, _S, Vh = lowrank.truncated_svd(host, 2 * r)
+    A, B = U[:, :r], Vh[r : 2 * r]
+    best = np.linalg.norm(A @ A.T @ host + host @ B.T @ B - host)
+    assert np.isclose(best, reference.optimal_errors(host, 2 * r)[0], rtol=1e-12)
+    for _ in range(200):
+        Ar = np.linalg.qr(rng.standard_normal((8, r)))[0]
+        Br = np.linalg.qr(rng.standard_normal((7, r)))[0].T
+        assert np.linalg.norm(Ar @ Ar.T @ host + host @ Br.T @ Br - host) >= best * (1 - 1e-12)
+
+
+def test_partial_solver_on_rank_deficient_input():
+    # rank(a) = 5 < requested 10: the extra triplets must still be orthonormal.
+    rng = np.random.default_rng(15)
+    host = rng.standard_normal((400, 5)) @ rng.standard_normal((5, 300))
+    assert _svd_partial.propack_truncated_svd(host, 10) is not None  # the partial path
+    U, S, Vh = lowrank.truncated_svd(host, 10)
+    assert np.abs(U.T @ U - np.eye(10)).max() < 1e-13
+    assert np.abs(Vh @ Vh.T - np.eye(10)).max() < 1e-13
+    assert np.linalg.norm(host - (U * S) @ Vh) <= 1e-13 * np.linalg.norm(host)
+    assert np.all(S[5:] <= 1e-12 * S[0])

@@ -51,7 +51,7 @@ def _autograd_mean(model, batches, params):
     total = [torch.zeros_like(p) for p in params]
     for b in batches:
         gs = torch.autograd.grad(_mse(model, b), params)
-        total = [t + g for t, g in zip(total, gs)]
+        total = [t + g for t, g in zip(total, gs, strict=True)]
     return [t / len(batches) for t in total]
 
 
@@ -129,8 +129,9 @@ def _init_model(seed=0, **cfg):
     return base, model, grads, X, Y
 
 
-@pytest.mark.parametrize("cfg", [{}, {"use_rslora": True},
-                                 {"rank_pattern": {"fc2": 3}, "alpha_pattern": {"fc2": 5}}])
+@pytest.mark.parametrize(
+    "cfg", [{}, {"use_rslora": True}, {"rank_pattern": {"fc2": 3}, "alpha_pattern": {"fc2": 5}}]
+)
 def test_lora_ga_init_peft_model(cfg):
     """Outputs unchanged; scaling read from each layer; first step = s²ζ² G_2r (SPEC D3)."""
     base, model, grads, X, _ = _init_model(**cfg)
@@ -196,8 +197,9 @@ def test_tied_weights_rejected():
 
     model = _peft(Tied(), target_modules=["a", "b"])
     X = torch.randn(4, 8)
-    grads = lt.estimate_gradients(model, [X], loss_fn=lambda m, x: m(x).square().mean(),
-                                  progress=False)
+    grads = lt.estimate_gradients(
+        model, [X], loss_fn=lambda m, x: m(x).square().mean(), progress=False
+    )
     with pytest.raises(ValueError, match="tied"):
         lt.lora_ga_init_(model, grads)
 
@@ -223,8 +225,9 @@ def test_conv1d_fan_in_fan_out():
     G = grads["base_model.model.c_fc.base_layer.weight"].T  # (out, in)
     A = layer.lora_A["default"].weight.detach()
     P_ref = lowrank.lora_ga_init(G.double().numpy(), R, scaling=1.0, svd="exact").A
-    np.testing.assert_allclose(A.double().numpy().T @ A.double().numpy(), P_ref.T @ P_ref,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        A.double().numpy().T @ A.double().numpy(), P_ref.T @ P_ref, atol=1e-5
+    )
 
 
 def test_bf16_model():
@@ -245,7 +248,7 @@ def test_save_apply_export_roundtrip(tmp_path):
     loaded = lt.load_lora_ga_init(tmp_path / "init.pt")
     rebuilt = _peft(copy.deepcopy(base), seed=99)
     lt.apply_lora_ga_offset_(rebuilt, loaded)
-    for (n1, p1), (_, p2) in zip(model.named_parameters(), rebuilt.named_parameters()):
+    for (n1, p1), (_, p2) in zip(model.named_parameters(), rebuilt.named_parameters(), strict=True):
         assert torch.equal(p1, p2), n1  # bit-exact rebuild of the modified model
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     for _ in range(3):
@@ -257,8 +260,8 @@ def test_save_apply_export_roundtrip(tmp_path):
     assert stock.peft_config["default"].r == 2 * R
     with torch.no_grad():
         torch.testing.assert_close(stock(X), model(X), rtol=1e-5, atol=1e-5)
+    torch.save({"x": 1}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a lowrank"):
-        torch.save({"x": 1}, tmp_path / "bad.pt")
         lt.load_lora_ga_init(tmp_path / "bad.pt")
 
 
@@ -267,9 +270,16 @@ def _align(X, ref, axis):
     return X * np.where(signs == 0, 1.0, signs)
 
 
-@pytest.mark.parametrize(("direction", "scale"), [("ArB2r", "stable"), ("A2rBr", "gd_scale"),
-                                                  ("ArBr", "unit"), ("ArB2r", "weight_svd"),
-                                                  ("random", "stable")])
+@pytest.mark.parametrize(
+    ("direction", "scale"),
+    [
+        ("ArB2r", "stable"),
+        ("A2rBr", "gd_scale"),
+        ("ArBr", "unit"),
+        ("ArB2r", "weight_svd"),
+        ("random", "stable"),
+    ],
+)
 def test_peft_compat_matches_peft_itself(direction, scale):
     """compat="peft" against PEFT 0.21's own lora_ga init on the same gradient."""
     torch.manual_seed(0)
@@ -289,12 +299,19 @@ def test_peft_compat_matches_peft_itself(direction, scale):
     for name, g in grads.items():
         getattr(theirs_base, name)._peft_loraga_grad = g
     torch.manual_seed(0)
-    theirs = peft.get_peft_model(theirs_base, peft.LoraConfig(
-        r=R, lora_alpha=4, target_modules=["fc1", "fc2"], init_lora_weights="lora_ga",
-        lora_ga_config=ga))
+    theirs = peft.get_peft_model(
+        theirs_base,
+        peft.LoraConfig(
+            r=R,
+            lora_alpha=4,
+            target_modules=["fc1", "fc2"],
+            init_lora_weights="lora_ga",
+            lora_ga_config=ga,
+        ),
+    )
     by_key = {f"base_model.model.{n}.base_layer.weight": g for n, g in grads.items()}
     lt.lora_ga_init_(ours, by_key, compat="peft", direction=direction, scale=scale, svd="exact")
-    for p_ours, p_theirs in zip(lt.find_lora_pairs(ours), lt.find_lora_pairs(theirs)):
+    for p_ours, p_theirs in zip(lt.find_lora_pairs(ours), lt.find_lora_pairs(theirs), strict=True):
         A1, B1 = p_ours.A.detach().double().numpy(), p_ours.B.detach().double().numpy()
         A2, B2 = p_theirs.A.detach().double().numpy(), p_theirs.B.detach().double().numpy()
         if direction == "random":  # shared index sets: B A = Σ_{i in idx} s_i u_i v_iᵀ
@@ -338,7 +355,9 @@ def _teacher_task(seed=0, n=256, d_in=32, h=64, d_out=16):
     with torch.no_grad():
         for lin in (teacher.fc1, teacher.fc2):
             o, i = lin.weight.shape
-            lin.weight += 0.5 * torch.randn(o, 2, generator=g) @ torch.randn(2, i, generator=g) / i**0.5
+            lin.weight += (
+                0.5 * torch.randn(o, 2, generator=g) @ torch.randn(2, i, generator=g) / i**0.5
+            )
     X = torch.randn(n, d_in, generator=g)
     return base, X, teacher(X).detach()
 
@@ -354,7 +373,7 @@ def test_end_to_end_first_step_and_loss_curve():
     pairs = lt.find_lora_pairs(model)
     before = [(p.weight + p.scaling * p.B @ p.A).detach().double() for p in pairs]
     _train(model, X, Y, 1, lr=1e-3)
-    for pair, w0 in zip(pairs, before):
+    for pair, w0 in zip(pairs, before, strict=True):
         dw = ((pair.weight + pair.scaling * pair.B @ pair.A).detach().double() - w0).numpy()
         G = grads[pair.name.replace(".default", ".base_layer.weight")].double().numpy()
         target = -best_rank(G, 2 * pair.A.shape[0]).ravel()
@@ -366,4 +385,4 @@ def test_end_to_end_first_step_and_loss_curve():
     loss_ga = _train(ga, X, Y, steps, lr)
     loss_lora = _train(_peft(copy.deepcopy(base), seed=1, **cfg), X, Y, steps, lr)
     assert loss_ga[0] == pytest.approx(loss_lora[0], rel=1e-5)  # same function at init
-    assert all(a < b for a, b in zip(loss_ga[1:], loss_lora[1:]))
+    assert all(a < b for a, b in zip(loss_ga[1:], loss_lora[1:], strict=True))

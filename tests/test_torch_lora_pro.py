@@ -24,8 +24,12 @@ def peft_model(dtype=torch.float64, *, seed=0, head=False):
         fc1=torch.nn.Linear(10, 16), act=torch.nn.Tanh(), fc2=torch.nn.Linear(16, 6)
     )
     cfg = peft.LoraConfig(
-        r=4, lora_alpha=8, target_modules=["fc1", "fc2"], use_rslora=True,
-        rank_pattern={"fc2": 2}, alpha_pattern={"fc2": 6},
+        r=4,
+        lora_alpha=8,
+        target_modules=["fc1", "fc2"],
+        use_rslora=True,
+        rank_pattern={"fc2": 2},
+        alpha_pattern={"fc2": 6},
         modules_to_save=["head"] if head else None,
     )
     if head:
@@ -39,7 +43,9 @@ def peft_model(dtype=torch.float64, *, seed=0, head=False):
 
 def batch(dtype=torch.float64, n=32, seed=1, out=6):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 10, generator=g, dtype=dtype), torch.randn(n, out, generator=g, dtype=dtype)
+    return torch.randn(n, 10, generator=g, dtype=dtype), torch.randn(
+        n, out, generator=g, dtype=dtype
+    )
 
 
 def loss_fn(model, x, y):
@@ -76,7 +82,7 @@ def test_adjust_in_place_then_sgd_follows_the_projected_gradient():
     lora_pro_adjust_(model, gauge="symmetric")
     lr = 1e-5
     torch.optim.SGD([t for p in pairs for t in (p.A, p.B)], lr=lr).step()
-    for p, w0, g in zip(pairs, before, G):
+    for p, w0, g in zip(pairs, before, G, strict=True):
         dW = ((p.scaling * p.B @ p.A).detach() - w0) / -lr
         want = projected_gradient(p.A.detach().numpy(), p.B.detach().numpy(), g.numpy())
         assert np.allclose(dW.numpy(), want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
@@ -87,7 +93,9 @@ def manual_adam(state, g, lr, betas=(0.9, 0.999), eps=1e-8):
     state["m"] = betas[0] * state.get("m", 0 * g) + (1 - betas[0]) * g
     state["v"] = betas[1] * state.get("v", 0 * g) + (1 - betas[1]) * g * g
     t = state["t"]
-    return lr * (state["m"] / (1 - betas[0] ** t)) / ((state["v"] / (1 - betas[1] ** t)).sqrt() + eps)
+    return (
+        lr * (state["m"] / (1 - betas[0] ** t)) / ((state["v"] / (1 - betas[1] ** t)).sqrt() + eps)
+    )
 
 
 def test_efficient_mode_matches_reference_adam_on_adjusted_grads_and_plain_adamw():
@@ -111,7 +119,7 @@ def test_efficient_mode_matches_reference_adam_on_adjusted_grads_and_plain_adamw
                 gA, gB = ref_lora_pro_adjust(p.A, p.B, p.A.grad, p.B.grad, p.scaling)
                 for t, g in ((p.A, gA), (p.B, gB)):
                     t.mul_(1 - 1e-2 * 0.1).sub_(manual_adam(states[id(t)], g, 1e-2))
-    for (n, a), b in zip(model.named_parameters(), ref_model.parameters()):
+    for (n, a), b in zip(model.named_parameters(), ref_model.parameters(), strict=True):
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-9), n
 
 
@@ -132,10 +140,19 @@ def test_full_mode_matches_reference_weight_space_adam():
         rA_, rB_ = rA.clone().requires_grad_(True), rB.clone().requires_grad_(True)
         ((x @ (W0 + s * rB_ @ rA_).T - y) ** 2).mean().backward()
         rA, rB = ref_full_adam_step(
-            rA, rB, rA_.grad, rB_.grad, state, scaling=s, lr=1e-2, betas=(0.9, 0.999),
-            eps=1e-8, weight_decay=0.05,
+            rA,
+            rB,
+            rA_.grad,
+            rB_.grad,
+            state,
+            scaling=s,
+            lr=1e-2,
+            betas=(0.9, 0.999),
+            eps=1e-8,
+            weight_decay=0.05,
         )
-    assert torch.allclose(A, rA, rtol=1e-6) and torch.allclose(B, rB, rtol=1e-6)
+    assert torch.allclose(A, rA, rtol=1e-6)
+    assert torch.allclose(B, rB, rtol=1e-6)
     assert opt.state[A]["weight_exp_avg"].shape == W0.shape  # states of W size
     assert "exp_avg" not in opt.state[B]
 
@@ -161,7 +178,7 @@ def test_param_groups_scheduler_and_clipping_after_adjustment():
     assert not torch.isclose(total, raw_total, rtol=1e-2)  # clipping raw grads would differ
     before = [(p.A.detach().clone(), p.B.detach().clone()) for p in pairs]
     opt.step()
-    for p, (A0, B0), a in zip(pairs, before, adj):
+    for p, (A0, B0), a in zip(pairs, before, adj, strict=True):
         assert torch.equal(p.A, A0)  # lr 0 group
         g = a.grad_B * (max_norm / (total + 1e-6))
         assert torch.allclose(B0 - p.B, 1e-2 * g / (g.abs() + eps), rtol=1e-6, atol=1e-15)
@@ -182,7 +199,7 @@ def test_gradient_accumulation_equals_full_batch():
         opt2.zero_grad()
         loss_fn(twin, x, y).backward()
         opt2.step()
-    for a, b in zip(model.parameters(), twin.parameters()):
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
 
 
@@ -197,7 +214,8 @@ def test_state_dict_round_trip_and_float32_states_for_bf16(mode):
         opt.step()
     key = "exp_avg_sq" if mode == "efficient" else "weight_exp_avg_sq"
     A = find_lora_pairs(model)[0].A
-    assert A.dtype == torch.bfloat16 and opt.state[A][key].dtype == torch.float32
+    assert A.dtype == torch.bfloat16
+    assert opt.state[A][key].dtype == torch.float32
     twin = copy.deepcopy(model)
     opt2 = LoRAProAdamW(twin, lr=1e-2, mode=mode)
     opt2.load_state_dict(copy.deepcopy(opt.state_dict()))
@@ -208,7 +226,7 @@ def test_state_dict_round_trip_and_float32_states_for_bf16(mode):
         o.zero_grad()
         loss_fn(m, x, y).backward()
         o.step()
-    for a, b in zip(model.parameters(), twin.parameters()):
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -217,7 +235,11 @@ def test_layers_are_batched_in_one_core_call(monkeypatch):
 
     calls = []
     real = _lora_pro_batch.lora_pro_adjust
-    monkeypatch.setattr(_lora_pro_batch, "lora_pro_adjust", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    monkeypatch.setattr(
+        _lora_pro_batch,
+        "lora_pro_adjust",
+        lambda *a, **k: calls.append(a[0].shape) or real(*a, **k),
+    )
     layers = [torch.nn.Parameter(torch.randn(*sh)) for _ in range(4) for sh in ((2, 8), (8, 2))]
     pairs = [(layers[2 * i], layers[2 * i + 1], 2.0) for i in range(4)]
     opt = LoRAProAdamW(layers, pairs=pairs)

@@ -70,7 +70,7 @@ def _inverse_weights(lam: Any, other_trace: Any, damping: Any, eps: float, xp: A
 
 
 def gram_spectra(A: Any, B: Any, damping: Any, xp: Any) -> GramSpectra:
-    """One batched ``eigh`` of [S_B, S_A] (float64) and the damped inverses."""  # numpydoc ignore=PR01,RT01
+    """One batched ``eigh`` of [S_B, S_A] in float64."""  # numpydoc ignore=PR01,RT01
     S = xp.astype(xp.stack([_matT(B, xp) @ B, A @ _matT(A, xp)], axis=0), xp.float64)
     S = 0.5 * (S + _matT(S, xp))  # exact symmetry for eigh
     evals, Q = xp.linalg.eigh(S)
@@ -103,7 +103,7 @@ def solve_sylvester_spd(lam: Any, QB: Any, mu: Any, QA: Any, K: Any, xp: Any) ->
     return QB @ core @ _matT(QA, xp)
 
 
-def _coefficients(A, B, gA, gB, spec, inv_s2, gauge, xp):  # noqa: PLR0913
+def _coefficients(A, B, gA, gB, spec, inv_s2, gauge, xp):
     """r×r matrices (float64) with g_A' = CA gA + X A and g_B' = gB CB − B (MB + X).
 
     The base member (official code, X = 0) is a0 = CA gA, b0 = gB CB − B MB with
@@ -126,7 +126,7 @@ def _coefficients(A, B, gA, gB, spec, inv_s2, gauge, xp):  # noqa: PLR0913
     return CA, CB, MB, solve_sylvester_spd(spec.lam, spec.QB, spec.mu, spec.QA, K, xp)
 
 
-def lora_pro_adjust(A, B, gA, gB, *, inv_s2, gauge, damping, xp):  # noqa: PLR0913
+def lora_pro_adjust(A, B, gA, gB, *, inv_s2, gauge, damping, xp):
     """See docstring in `lowrank._lora_pro`."""  # numpydoc ignore=PR01,RT01
     spec = gram_spectra(A, B, damping, xp)
     CA, CB, MB, X = _coefficients(A, B, gA, gB, spec, inv_s2, gauge, xp)
@@ -139,7 +139,7 @@ def lora_pro_adjust(A, B, gA, gB, *, inv_s2, gauge, damping, xp):  # noqa: PLR09
     return new_A, new_B
 
 
-def equivalent_gradient(A, B, gA, gB, *, scale, damping, xp):  # noqa: PLR0913
+def equivalent_gradient(A, B, gA, gB, *, scale, damping, xp):
     """See docstring in `lowrank._lora_pro`."""  # numpydoc ignore=PR01,RT01
     spec = gram_spectra(A, B, damping, xp)
     CA, CB, MB, _ = _coefficients(A, B, gA, gB, spec, 1.0 / (scale * scale), "zero", xp)

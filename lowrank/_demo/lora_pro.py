@@ -15,7 +15,7 @@ __all__ = ["official_adjust", "plot_curves", "run", "tracking_gap", "training_cu
 
 
 def official_adjust(A: Any, B: Any, gA: Any, gB: Any, s: float) -> tuple[Any, Any]:
-    """The official LoRA-Pro adjustment (Sylvester gauge), as its formulas compute it."""  # numpydoc ignore=PR01,RT01
+    """The official LoRA-Pro adjustment (Sylvester gauge)."""  # numpydoc ignore=PR01,RT01
     import torch
 
     eye = torch.eye(A.shape[0], dtype=A.dtype)
@@ -30,7 +30,7 @@ def official_adjust(A: Any, B: Any, gA: Any, gB: Any, s: float) -> tuple[Any, An
 
 
 def _task(n_in: int, out: int, rank_true: int, n: int, seed: int) -> tuple[Any, Any, Any]:
-    """Linear regression towards W0 + D with a decaying rank-``rank_true`` D."""  # numpydoc ignore=PR01,RT01
+    """Regression towards W0 + D, D of decaying rank ``rank_true``."""  # numpydoc ignore=PR01,RT01
     import torch
 
     g = torch.Generator().manual_seed(seed)
@@ -47,7 +47,7 @@ def _loss(W: Any, X: Any, Y: Any) -> Any:
 
 
 def _factors(W0: Any, X: Any, Y: Any, r: int, s: float, init: str, scale: str):
-    """(A, B, W_res): Kaiming-A / zero-B (PEFT default) or LoRA-GA from the full gradient."""  # numpydoc ignore=PR01,RT01
+    """(A, B, W_res): Kaiming A and zero B, or LoRA-GA."""  # numpydoc ignore=PR01,RT01
     import torch
 
     import lowrank
@@ -55,7 +55,9 @@ def _factors(W0: Any, X: Any, Y: Any, r: int, s: float, init: str, scale: str):
     out, n_in = W0.shape
     if init == "lora":
         A = torch.empty(r, n_in)
-        torch.nn.init.kaiming_uniform_(A, a=math.sqrt(5), generator=torch.Generator().manual_seed(1))
+        torch.nn.init.kaiming_uniform_(
+            A, a=math.sqrt(5), generator=torch.Generator().manual_seed(1)
+        )
         return A, torch.zeros(out, r), W0.clone()
     W = W0.clone().requires_grad_(True)
     _loss(W, X, Y).backward()
@@ -64,8 +66,8 @@ def _factors(W0: Any, X: Any, Y: Any, r: int, s: float, init: str, scale: str):
     return A, B, W0 - s * B @ A
 
 
-def _curve(W0, X, Y, steps, lr, *, optimizer, r=4, s=2.0, init="lora", pro=False):  # noqa: PLR0913
-    """Training losses of one method (``optimizer`` "sgd" or "adam"; ``pro`` False/True/"full")."""  # numpydoc ignore=PR01,RT01
+def _curve(W0, X, Y, steps, lr, *, optimizer, r=4, s=2.0, init="lora", pro=False):
+    """Training losses of one method (``pro``: False/True/"full")."""  # numpydoc ignore=PR01,RT01
     import torch
 
     from lowrank.torch import LoRAProAdamW, lora_pro_adjust_
@@ -97,7 +99,7 @@ def _curve(W0, X, Y, steps, lr, *, optimizer, r=4, s=2.0, init="lora", pro=False
 
 
 def training_curves(steps: int = 60, *, seed: int = 0) -> dict[str, dict[str, list[float]]]:
-    """Loss curves of full fine-tuning, LoRA, LoRA-GA and LoRA-GA + LoRA-Pro (SGD and AdamW)."""  # numpydoc ignore=PR01,RT01
+    """Loss curves: full FT, LoRA, LoRA-GA, LoRA-GA + LoRA-Pro."""  # numpydoc ignore=PR01,RT01
     W0, X, Y = _task(32, 24, 6, 256, seed)
     out: dict[str, dict[str, list[float]]] = {}
     for optimizer, lr in (("sgd", 0.3), ("adam", 3e-3)):
@@ -110,7 +112,9 @@ def training_curves(steps: int = 60, *, seed: int = 0) -> dict[str, dict[str, li
         pro = _curve(W0, X, Y, steps, lr, init="ga", pro=True, **kw)
         if optimizer == "adam":
             runs["LoRA-GA + LoRA-Pro (efficient)"] = pro
-            runs["LoRA-GA + LoRA-Pro (full)"] = _curve(W0, X, Y, steps, lr, init="ga", pro="full", **kw)
+            runs["LoRA-GA + LoRA-Pro (full)"] = _curve(
+                W0, X, Y, steps, lr, init="ga", pro="full", **kw
+            )
         else:
             runs["LoRA-GA + LoRA-Pro"] = pro
         out[optimizer] = runs
@@ -119,7 +123,9 @@ def training_curves(steps: int = 60, *, seed: int = 0) -> dict[str, dict[str, li
 
 def tracking_gap(curve: list[float], reference: list[float]) -> float:
     """Mean |log loss − log loss_full| over the steps."""  # numpydoc ignore=PR01,RT01
-    return sum(abs(math.log(a) - math.log(b)) for a, b in zip(curve, reference)) / len(curve)
+    return sum(abs(math.log(a) - math.log(b)) for a, b in zip(curve, reference, strict=True)) / len(
+        curve
+    )
 
 
 def _timing_rows(ctx: Any) -> list[list[Any]]:
@@ -135,9 +141,10 @@ def _timing_rows(ctx: Any) -> list[list[Any]]:
         A, B = torch.randn(r, n, generator=g) / n**0.5, torch.randn(n, r, generator=g) / r**0.5
         G = 1e-3 * torch.randn(n, n, generator=g)
         gA, gB = 2.0 * B.T @ G, 2.0 * G @ A.T
-        t_ours, ours = timeit(lambda: lowrank.lora_pro_adjust(A, B, gA, gB, scaling=2.0))
-        t_ref, ref = timeit(lambda: official_adjust(A, B, gA, gB, 2.0))
-        diff = max(float((o - f).norm() / f.norm()) for o, f in zip(ours, ref))
+        args = (A, B, gA, gB)
+        t_ours, ours = timeit(lambda a=args: lowrank.lora_pro_adjust(*a, scaling=2.0))
+        t_ref, ref = timeit(lambda a=args: official_adjust(*a, 2.0))
+        diff = max(float((o - f).norm() / f.norm()) for o, f in zip(ours, ref, strict=True))
         rows.append([f"{n}x{n}", r, 1e3 * t_ours, 1e3 * t_ref, f"{t_ref / t_ours:.1f}x", diff])
     return rows
 
@@ -159,9 +166,13 @@ def run(ctx: Any) -> None:
 
 def _run(ctx: Any) -> None:
     print("  per-layer adjustment, float32 CPU: lowrank vs the official formulas")
-    ctx.table(["layer", "r", "lowrank ms", "official ms", "speed-up", "rel. diff"], _timing_rows(ctx))
+    ctx.table(
+        ["layer", "r", "lowrank ms", "official ms", "speed-up", "rel. diff"], _timing_rows(ctx)
+    )
     curves = training_curves(30 if ctx.quick else 60)
-    print("\n  training a 24x32 linear layer, r = 4: mean |log loss - log loss_full| (lower = closer)")
+    print(
+        "\n  training a 24x32 linear layer, r = 4: mean |log loss - log loss_full| (lower = closer)"
+    )
     rows = []
     for optimizer, runs in curves.items():
         full = runs["full fine-tuning"]
@@ -179,7 +190,7 @@ def _run(ctx: Any) -> None:
 def plot_curves(plt: Any, curves: dict[str, dict[str, list[float]]]) -> Any:
     """Two panels (SGD, AdamW) of loss curves; returns the figure."""  # numpydoc ignore=PR01,RT01
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, (optimizer, runs) in zip(axes, curves.items()):
+    for ax, (optimizer, runs) in zip(axes, curves.items(), strict=True):
         for name, curve in runs.items():
             style = "k-" if name == "full fine-tuning" else "-"
             ax.semilogy(curve, style, label=name, lw=2 if "Pro" in name or "full" in name else 1)

@@ -120,6 +120,7 @@ def estimate_gradients(
 
 def _folder(acc: torch.Tensor, hits: dict[str, int], name: str) -> Callable[[Any], None]:
     """Hook folding ``p.grad`` into ``acc`` (in its dtype) and freeing it."""  # numpydoc ignore=PR01,RT01
+
     def hook(p: torch.Tensor) -> None:
         acc.add_(p.grad)
         p.grad = None
@@ -138,8 +139,10 @@ def _run_batches(model: Any, batches: Iterable[Any], loss_fn: Any, progress: boo
             for batch in _progress_bar(batches, progress):
                 loss = loss_fn(model, batch) if loss_fn is not None else forward(model, batch, True)
                 if not (isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.requires_grad):
-                    msg = ("the loss must be a scalar tensor that depends on the target weights "
-                           "(with reentrant gradient checkpointing, inputs must require grad)")
+                    msg = (
+                        "the loss must be a scalar tensor that depends on the target weights "
+                        "(with reentrant gradient checkpointing, inputs must require grad)"
+                    )
                     raise RuntimeError(msg)
                 loss.backward()
                 n += 1
@@ -156,7 +159,7 @@ def _progress_bar(batches: Iterable[Any], progress: bool) -> Iterable[Any]:
     if not progress:
         return batches
     try:
-        from tqdm.auto import tqdm  # noqa: PLC0415  (optional dependency)
+        from tqdm.auto import tqdm
     except ImportError:
         return batches
     total = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
@@ -166,13 +169,15 @@ def _progress_bar(batches: Iterable[Any], progress: bool) -> Iterable[Any]:
 def _check_hits(hits: dict[str, int], n_batches: int) -> None:
     """Raise if no target ever received a gradient."""  # numpydoc ignore=PR01
     if not any(hits.values()):
-        msg = (f"no gradient reached any target weight in {n_batches} batch(es); with "
-               "reentrant gradient checkpointing call model.enable_input_require_grads() "
-               "or use use_reentrant=False")
+        msg = (
+            f"no gradient reached any target weight in {n_batches} batch(es); with "
+            "reentrant gradient checkpointing call model.enable_input_require_grads() "
+            "or use use_reentrant=False"
+        )
         raise RuntimeError(msg)
 
 
-def lora_ga_init_(  # noqa: PLR0913
+def lora_ga_init_(
     model: torch.nn.Module | Iterable[tuple[Any, Any, Any, float]],
     grads: Mapping[str, torch.Tensor] | Iterable[torch.Tensor],
     *,
@@ -246,8 +251,9 @@ def lora_ga_init_(  # noqa: PLR0913
         stack = torch.stack([g for _, g in chunk]).float()
         if options.get("scale") in ("weight_svd", "weightS"):
             options["weight"] = torch.stack([_weight_oi(p) for p, _ in chunk]).float()
-        A0, B0 = lora_ga_init(stack, chunk[0][0].A.shape[0], scaling=chunk[0][0].scaling,
-                              rng=gen, **options)
+        A0, B0 = lora_ga_init(
+            stack, chunk[0][0].A.shape[0], scaling=chunk[0][0].scaling, rng=gen, **options
+        )
         for i, (pair, _) in enumerate(chunk):
             state[pair.name] = _subtract_offset_(pair, A0[i], B0[i])
     model_outputs_close(model, check_inputs, before)
@@ -270,7 +276,9 @@ def _generator(seed: Any) -> Any:
     return gen
 
 
-def _pairs_and_grads(model: Any, grads: Any, adapter: str | None) -> tuple[list[LoraPair], list[Any]]:
+def _pairs_and_grads(
+    model: Any, grads: Any, adapter: str | None
+) -> tuple[list[LoraPair], list[Any]]:
     """LoRA pairs with their (out, in) gradients."""  # numpydoc ignore=PR01,RT01
     if isinstance(model, torch.nn.Module):
         pairs = find_lora_pairs(model, adapter=adapter)
@@ -301,15 +309,18 @@ def _check_pairs(pairs: list[LoraPair], glist: list[Any], rank: int | None) -> N
             msg = f"`rank` is {rank} but LoRA layer {pair.name!r} has rank {r}"
             raise ValueError(msg)
         if tuple(g.shape) != (out, inn):
-            msg = f"gradient for {pair.name!r} must have shape (out, in) = {(out, inn)}; got {tuple(g.shape)}"
+            got = tuple(g.shape)
+            msg = f"gradient for {pair.name!r} must have shape (out, in) = {(out, inn)}; got {got}"
             raise ValueError(msg)
         if pair.weight is None:
             msg = f"LoRA layer {pair.name!r} has no base weight to offset"
             raise ValueError(msg)
         other = owners.setdefault(id(pair.weight), pair.name)
         if other != pair.name:
-            msg = (f"base weight of {pair.name!r} is tied to {other!r}: LoRA-GA would subtract "
-                   "two different offsets from one tensor; untie the weights or target only one")
+            msg = (
+                f"base weight of {pair.name!r} is tied to {other!r}: LoRA-GA would subtract "
+                "two different offsets from one tensor; untie the weights or target only one"
+            )
             raise ValueError(msg)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -41,7 +42,9 @@ class LoraGAInitial(NamedTuple):
     scaling: float
 
 
-def _offset_weight(weight: torch.Tensor, A: torch.Tensor, B: torch.Tensor, s: float, fan: bool) -> torch.Tensor:
+def _offset_weight(
+    weight: torch.Tensor, A: torch.Tensor, B: torch.Tensor, s: float, fan: bool
+) -> torch.Tensor:
     """``W - s B A`` in float32 from the stored factors, rounded once to W's dtype."""  # numpydoc ignore=PR01,RT01
     offset = s * (B.float() @ A.float())
     w = weight.detach().float()
@@ -49,7 +52,9 @@ def _offset_weight(weight: torch.Tensor, A: torch.Tensor, B: torch.Tensor, s: fl
     return w.to(weight.dtype)
 
 
-def _check_layer(weight: torch.Tensor, new: torch.Tensor, A: Any, B: Any, s: float, pair: LoraPair) -> None:
+def _check_layer(
+    weight: torch.Tensor, new: torch.Tensor, A: Any, B: Any, s: float, pair: LoraPair
+) -> None:
     """Raise unless ``new + s B A`` reproduces ``weight`` within the dtype tolerance."""  # numpydoc ignore=PR01
     offset = s * (B.float() @ A.float())
     offset = offset.T if pair.fan_in_fan_out else offset
@@ -58,8 +63,10 @@ def _check_layer(weight: torch.Tensor, new: torch.Tensor, A: Any, B: Any, s: flo
     size = max(float(w.abs().max()), float(offset.abs().max()), 1e-30)
     tol = 4 * torch.finfo(weight.dtype).eps * size + 16 * torch.finfo(torch.float32).eps * size
     if not diff <= tol:
-        msg = (f"LoRA-GA init changed layer {pair.name!r}: max |W_res + s B A - W| = {diff:.3g} "
-               f"> {tol:.3g}")
+        msg = (
+            f"LoRA-GA init changed layer {pair.name!r}: max |W_res + s B A - W| = {diff:.3g} "
+            f"> {tol:.3g}"
+        )
         raise ValueError(msg)
 
 
@@ -90,7 +97,9 @@ def save_lora_ga_init(state: dict[str, LoraGAInitial], path: str | os.PathLike[s
     --------
     load_lora_ga_init, apply_lora_ga_offset_
     """
-    layers = {k: {"A": v.A.cpu(), "B": v.B.cpu(), "scaling": float(v.scaling)} for k, v in state.items()}
+    layers = {
+        k: {"A": v.A.cpu(), "B": v.B.cpu(), "scaling": float(v.scaling)} for k, v in state.items()
+    }
     torch.save({"format": _FORMAT, "layers": layers}, path)
 
 
@@ -116,7 +125,9 @@ def load_lora_ga_init(path: str | os.PathLike[str]) -> dict[str, LoraGAInitial]:
     if not isinstance(data, dict) or data.get("format") != _FORMAT:
         msg = f"{os.fspath(path)!r} is not a lowrank LoRA-GA state (format {_FORMAT})"
         raise ValueError(msg)
-    return {k: LoraGAInitial(v["A"], v["B"], float(v["scaling"])) for k, v in data["layers"].items()}
+    return {
+        k: LoraGAInitial(v["A"], v["B"], float(v["scaling"])) for k, v in data["layers"].items()
+    }
 
 
 def apply_lora_ga_offset_(
@@ -156,8 +167,11 @@ def apply_lora_ga_offset_(
 
 
 def export_lora_adapter(
-    model: torch.nn.Module, state: dict[str, LoraGAInitial], path: str | os.PathLike[str],
-    *, adapter: str = "default",
+    model: torch.nn.Module,
+    state: dict[str, LoraGAInitial],
+    path: str | os.PathLike[str],
+    *,
+    adapter: str = "default",
 ) -> None:
     """Save the trained LoRA-GA adapter as a plain rank-2r LoRA for the unmodified base.
 
@@ -183,8 +197,8 @@ def export_lora_adapter(
         If a layer of `state` is not in the adapter, or rsLoRA is combined with
         ``rank_pattern``/``alpha_pattern`` (no exact alpha exists then).
     """
-    from peft import get_peft_model_state_dict  # noqa: PLC0415  (PEFT is optional)
-    from safetensors.torch import save_file  # noqa: PLC0415
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
 
     config = _doubled_config(model.peft_config[adapter])
     tensors = get_peft_model_state_dict(model, adapter_name=adapter)
@@ -197,11 +211,12 @@ def export_lora_adapter(
         A, B = tensors[key_A], tensors[key_B]
         tensors[key_A] = torch.cat([A, init.A.to(A)], dim=0).contiguous()
         tensors[key_B] = torch.cat([B, -init.B.to(B)], dim=1).contiguous()
-    os.makedirs(path, exist_ok=True)
-    config.save_pretrained(os.fspath(path))
-    save_file(tensors, os.path.join(path, "adapter_model.safetensors"), metadata={"format": "pt"})
-    with open(os.path.join(path, "lowrank_lora_ga.json"), "w", encoding="utf-8") as fh:
-        json.dump({"exported_from": "lowrank LoRA-GA", "layers": sorted(state)}, fh)
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(os.fspath(folder))
+    save_file(tensors, os.fspath(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    info = {"exported_from": "lowrank LoRA-GA", "layers": sorted(state)}
+    (folder / "lowrank_lora_ga.json").write_text(json.dumps(info), encoding="utf-8")
 
 
 def _doubled_config(config: Any) -> Any:

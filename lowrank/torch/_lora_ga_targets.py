@@ -16,20 +16,26 @@ def _is_linear_like(module: torch.nn.Module) -> bool:
     """nn.Linear or a transformers-style Conv1D (weight stored (in, out))."""  # numpydoc ignore=PR01,RT01
     weight = getattr(module, "weight", None)
     is_conv1d = type(module).__name__ == "Conv1D" and hasattr(module, "nf")
-    return isinstance(weight, torch.nn.Parameter) and weight.ndim == 2 and (
-        isinstance(module, torch.nn.Linear) or is_conv1d
+    return (
+        isinstance(weight, torch.nn.Parameter)
+        and weight.ndim == 2
+        and (isinstance(module, torch.nn.Linear) or is_conv1d)
     )
 
 
-def target_parameters(model: torch.nn.Module, targets: Iterable[Any] | None) -> dict[str, torch.nn.Parameter]:
+def target_parameters(
+    model: torch.nn.Module, targets: Iterable[Any] | None
+) -> dict[str, torch.nn.Parameter]:
     """Name -> parameter for the estimation targets (deduplicated by identity)."""  # numpydoc ignore=PR01,RT01
     names = {id(p): n for n, p in model.named_parameters()}
     modules = dict(model.named_modules())
     if targets is None:
         pairs = find_lora_pairs(model)
-        found = [p.weight for p in pairs if p.weight is not None] if pairs else [
-            m.weight for m in modules.values() if _is_linear_like(m)
-        ]
+        found = (
+            [p.weight for p in pairs if p.weight is not None]
+            if pairs
+            else [m.weight for m in modules.values() if _is_linear_like(m)]
+        )
     else:
         found = [_resolve(t, model, modules) for t in targets]
     out: dict[str, torch.nn.Parameter] = {}

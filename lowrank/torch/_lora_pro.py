@@ -76,7 +76,7 @@ def lora_pro_adjust_(
     new_A, new_B = adjusted_grads(
         pairs, [p.A.grad for p in pairs], [p.B.grad for p in pairs], gauge=gauge, damping=damping
     )
-    for p, gA, gB in zip(pairs, new_A, new_B):
+    for p, gA, gB in zip(pairs, new_A, new_B, strict=True):
         for param, g in ((p.A, gA), (p.B, gB)):
             if param.grad is None:
                 param.grad = g.to(param.dtype).clone()
@@ -154,7 +154,7 @@ class LoRAProAdamW(torch.optim.Optimizer):
     ['exp_avg', 'exp_avg_sq', 'step']
     """
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         params: Any,
         lr: float = 1e-3,
@@ -221,7 +221,9 @@ class LoRAProAdamW(torch.optim.Optimizer):
         pairs = [p for p in self.pairs if _has_grad(p)]
         paired = {id(t) for p in self.pairs for t in (p.A, p.B)}
         others = [
-            p for g in self.param_groups for p in g["params"]
+            p
+            for g in self.param_groups
+            for p in g["params"]
             if p.grad is not None and id(p) not in paired
         ]
         plain = [p.grad.to(compute_dtype(p)) for p in others]
@@ -233,11 +235,15 @@ class LoRAProAdamW(torch.optim.Optimizer):
 
     def _step_efficient(self, pairs: list[Pair], others: list, plain: list) -> None:
         gA, gB = adjusted_grads(
-            pairs, [p.A.grad for p in pairs], [p.B.grad for p in pairs],
-            gauge=self.gauge, damping=self.damping, buffers=self._stack_buffers,
+            pairs,
+            [p.A.grad for p in pairs],
+            [p.B.grad for p in pairs],
+            gauge=self.gauge,
+            damping=self.damping,
+            buffers=self._stack_buffers,
         )
         params = [t for p in pairs for t in (p.A, p.B)] + others
-        grads = [g for ab in zip(gA, gB) for g in ab] + plain
+        grads = [g for ab in zip(gA, gB, strict=True) for g in ab] + plain
         _foreach_adamw_(params, _clipped(grads, self.max_grad_norm), self)
 
     def _step_full(self, pairs: list[Pair], others: list, plain: list) -> None:
@@ -250,14 +256,14 @@ class LoRAProAdamW(torch.optim.Optimizer):
         # Adam in weight space on g~ (states kept with A); betas/eps from A's group.
         updates = [
             _adam_direction(self.state[p.A], g, groups[id(p.A)], prefix="weight_")
-            for p, g in zip(pairs, g_eq)
+            for p, g in zip(pairs, g_eq, strict=True)
         ]
         del g_eq, clipped
         uA, uB = project_back(pairs, updates, gauge=self.gauge, damping=self.damping)
-        for p, a, b in zip(pairs, uA, uB):
+        for p, a, b in zip(pairs, uA, uB, strict=True):
             _adamw_(p.A, a, groups[id(p.A)])
             _adamw_(p.B, b, groups[id(p.B)])
-        for p, g in zip(others, plain):
+        for p, g in zip(others, plain, strict=True):
             _adamw_(p, _adam_direction(self.state[p], g, groups[id(p)]), groups[id(p)])
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -296,10 +302,10 @@ def _adam_direction(state: dict, g: torch.Tensor, group: dict, prefix: str = "")
 
 
 def _foreach_adamw_(params: list, grads: list, opt: LoRAProAdamW) -> None:
-    """AdamW on lists, batched with torch's ``_foreach`` ops per (group, step, dtype)."""  # numpydoc ignore=PR01
+    """AdamW on lists with ``_foreach`` ops, per (group, step, dtype)."""  # numpydoc ignore=PR01
     groups = opt._group_of()
     buckets: dict[tuple, list[int]] = {}
-    for k, (p, g) in enumerate(zip(params, grads)):
+    for k, (p, g) in enumerate(zip(params, grads, strict=True)):
         state = opt.state[p]
         if "exp_avg" not in state:
             state.update(step=0, exp_avg=torch.zeros_like(g), exp_avg_sq=torch.zeros_like(g))
@@ -308,8 +314,13 @@ def _foreach_adamw_(params: list, grads: list, opt: LoRAProAdamW) -> None:
         buckets.setdefault(key, []).append(k)
     for (_, t, *_), idx in buckets.items():
         group = groups[id(params[idx[0]])]
-        _foreach_bucket_([params[k] for k in idx], [grads[k] for k in idx],
-                         [opt.state[params[k]] for k in idx], group, t)
+        _foreach_bucket_(
+            [params[k] for k in idx],
+            [grads[k] for k in idx],
+            [opt.state[params[k]] for k in idx],
+            group,
+            t,
+        )
 
 
 def _foreach_bucket_(ps: list, gs: list, states: list, group: dict, t: int) -> None:
@@ -330,7 +341,7 @@ def _foreach_bucket_(ps: list, gs: list, states: list, group: dict, t: int) -> N
             torch._foreach_mul_(ps, 1 - lr * wd)
         torch._foreach_addcdiv_(ps, ms, denom, value=-step)
         return
-    for p, m, d in zip(ps, ms, denom):  # low-precision parameters: update in float32
+    for p, m, d in zip(ps, ms, denom, strict=True):  # low-precision parameters: update in float32
         new = p.to(m.dtype)
         if wd:
             new.mul_(1 - lr * wd)
@@ -338,7 +349,7 @@ def _foreach_bucket_(ps: list, gs: list, states: list, group: dict, t: int) -> N
 
 
 def _adamw_(param: torch.Tensor, direction: torch.Tensor, group: dict) -> None:
-    """param <- (1 − lr·wd)·param − lr·direction, computed in the direction's dtype."""  # numpydoc ignore=PR01
+    """param <- (1 − lr·wd)·param − lr·direction, in float32 or wider."""  # numpydoc ignore=PR01
     lr, wd = group["lr"], group["weight_decay"]
     if param.dtype == direction.dtype:
         if wd:
@@ -352,7 +363,7 @@ def _adamw_(param: torch.Tensor, direction: torch.Tensor, group: dict) -> None:
 
 
 def _clipped(grads: list[torch.Tensor], max_norm: float | None) -> list[torch.Tensor]:
-    """``grads`` scaled so that their global 2-norm is at most ``max_norm`` (never in place)."""  # numpydoc ignore=PR01,RT01
+    """``grads`` scaled to a global 2-norm <= ``max_norm`` (a copy)."""  # numpydoc ignore=PR01,RT01
     if max_norm is None or not grads:
         return grads
     total = torch.linalg.vector_norm(
@@ -376,4 +387,3 @@ def _check_hyper(lr: Any, betas: Any, eps: Any, weight_decay: Any, max_grad_norm
         if not ok:
             msg = f"invalid `{name}`: {value!r}"
             raise ValueError(msg)
-

@@ -26,11 +26,13 @@ class Pair:
 
 
 def resolve_pairs(source: Any, *, adapter: str | None = None) -> list[Pair]:
-    """Pairs from a model (found structurally) or from explicit LoraPair/(A, B, scaling) items."""  # numpydoc ignore=PR01,RT01
+    """Return the pairs of a model, or normalise explicit pairs."""  # numpydoc ignore=PR01,RT01
     if isinstance(source, torch.nn.Module):
         return [Pair(p.name, p.A, p.B, p.scaling) for p in find_lora_pairs(source, adapter=adapter)]
     if not isinstance(source, Iterable):
-        msg = f"expected a torch.nn.Module or an iterable of LoRA pairs; got {type(source).__name__}"
+        msg = (
+            f"expected a torch.nn.Module or an iterable of LoRA pairs; got {type(source).__name__}"
+        )
         raise TypeError(msg)
     return [_one_pair(item, i) for i, item in enumerate(source)]
 
@@ -62,12 +64,12 @@ def _one_pair(item: Any, i: int) -> Pair:
 
 
 def compute_dtype(t: torch.Tensor) -> torch.dtype:
-    """float64 stays float64; everything else is computed in float32."""  # numpydoc ignore=PR01,RT01
+    """Return the compute dtype: float64, else float32."""  # numpydoc ignore=PR01,RT01
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
 def _groups(pairs: list[Pair]) -> dict[tuple, list[int]]:
-    """Indices of pairs that can be stacked: same shapes, device and compute dtype."""  # numpydoc ignore=PR01,RT01
+    """Indices of stackable pairs: same shapes, device, dtype."""  # numpydoc ignore=PR01,RT01
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, p in enumerate(pairs):
         key = (tuple(p.A.shape), tuple(p.B.shape), p.A.device, compute_dtype(p.A))
@@ -75,21 +77,31 @@ def _groups(pairs: list[Pair]) -> dict[tuple, list[int]]:
     return groups
 
 
-def _stack(tensors: list[torch.Tensor | None], like: list[torch.Tensor], dtype: torch.dtype,
-           buffers: dict | None, key: tuple) -> torch.Tensor:
-    """Stack in ``dtype`` (into a reused buffer when given); a missing gradient is zero."""  # numpydoc ignore=PR01,RT01
-    items = [torch.zeros_like(w, dtype=dtype) if t is None else t.to(dtype) for t, w in zip(tensors, like)]
+def _stack(
+    tensors: list[torch.Tensor | None],
+    like: list[torch.Tensor],
+    dtype: torch.dtype,
+    buffers: dict | None,
+    key: tuple,
+) -> torch.Tensor:
+    """Stack in ``dtype``, into a reused buffer if given; None is 0."""  # numpydoc ignore=PR01,RT01
+    items = [
+        torch.zeros_like(w, dtype=dtype) if t is None else t.to(dtype)
+        for t, w in zip(tensors, like, strict=True)
+    ]
     if buffers is None:
         return torch.stack(items)
     out = buffers.get(key)
     if out is None or out.shape != (len(items), *items[0].shape):
-        out = buffers[key] = torch.empty((len(items), *items[0].shape), dtype=dtype, device=items[0].device)
+        out = buffers[key] = torch.empty(
+            (len(items), *items[0].shape), dtype=dtype, device=items[0].device
+        )
     # Reusing the memory avoids fresh page faults for large stacks on every step.
     return torch.stack(items, out=out)
 
 
-def _batched(pairs, grads_A, grads_B, idx, dtype, buffers=None):  # noqa: PLR0913
-    """Stacked A, B, grads and per-layer scaling for the pairs ``idx``."""  # numpydoc ignore=PR01,RT01
+def _batched(pairs, grads_A, grads_B, idx, dtype, buffers=None):
+    """Stacked A, B, grads and scalings of the pairs ``idx``."""  # numpydoc ignore=PR01,RT01
     As = [pairs[i].A for i in idx]
     Bs = [pairs[i].B for i in idx]
     tag = (tuple(idx), dtype)
@@ -101,7 +113,7 @@ def _batched(pairs, grads_A, grads_B, idx, dtype, buffers=None):  # noqa: PLR091
     return A, B, gA, gB, s
 
 
-def adjusted_grads(pairs, grads_A, grads_B, *, gauge, damping, buffers=None):  # noqa: PLR0913
+def adjusted_grads(pairs, grads_A, grads_B, *, gauge, damping, buffers=None):
     """LoRA-Pro adjusted (grad_A, grad_B) per pair, in the compute dtype; one core call per group.
 
     ``buffers`` (a dict owned by the caller) keeps the stacked inputs between calls.
@@ -112,15 +124,16 @@ def adjusted_grads(pairs, grads_A, grads_B, *, gauge, damping, buffers=None):  #
         A, B, gA, gB, s = _batched(pairs, grads_A, grads_B, idx, dtype, buffers)
         # Inputs were validated by the optimizer's contract; NaN/Inf gradients propagate
         # to the update exactly as in torch.optim.AdamW.
-        res = lora_pro_adjust(A, B, gA, gB, scaling=s, gauge=gauge, damping=damping,
-                              check_finite=False)
+        res = lora_pro_adjust(
+            A, B, gA, gB, scaling=s, gauge=gauge, damping=damping, check_finite=False
+        )
         for k, i in enumerate(idx):
             out_A[i], out_B[i] = res.grad_A[k], res.grad_B[k]
     return out_A, out_B
 
 
 def equivalent_grads(pairs, grads_A, grads_B, *, damping, max_elements=1 << 26):
-    """Equivalent gradients g~ (out, in) per pair, batched in chunks of bounded size."""  # numpydoc ignore=PR01,RT01
+    """Equivalent gradients g~ per pair, in chunks of bounded size."""  # numpydoc ignore=PR01,RT01
     out: list[Any] = [None] * len(pairs)
     for (a_shape, b_shape, _, dtype), idx in _groups(pairs).items():
         chunk = max(1, max_elements // max(1, b_shape[0] * a_shape[1]))
@@ -134,8 +147,8 @@ def equivalent_grads(pairs, grads_A, grads_B, *, damping, max_elements=1 << 26):
 
 
 def project_back(pairs, updates, *, gauge, damping):
-    """Full mode: LoRA-Pro factor directions from weight-space updates U (SPEC §8.7)."""  # numpydoc ignore=PR01,RT01
+    """Full mode: factor directions from weight-space updates."""  # numpydoc ignore=PR01,RT01
     dt = [compute_dtype(p.A) for p in pairs]
-    uA = [p.scaling * p.B.to(d).T @ u for p, u, d in zip(pairs, updates, dt)]
-    uB = [p.scaling * u @ p.A.to(d).T for p, u, d in zip(pairs, updates, dt)]
+    uA = [p.scaling * p.B.to(d).T @ u for p, u, d in zip(pairs, updates, dt, strict=True)]
+    uB = [p.scaling * u @ p.A.to(d).T for p, u, d in zip(pairs, updates, dt, strict=True)]
     return adjusted_grads(pairs, uA, uB, gauge=gauge, damping=damping)

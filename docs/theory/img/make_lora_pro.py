@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib as mpl
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+mpl.use("Agg")
+import matplotlib.pyplot as plt
+import torch
 
-from lowrank._demo.lora_pro import plot_curves, tracking_gap, training_curves  # noqa: E402
+from lowrank._demo.lora_pro import plot_curves, tracking_gap, training_curves
 
 
 def main() -> None:
@@ -23,7 +23,8 @@ def main() -> None:
     for optimizer, runs in curves.items():
         full = runs["full fine-tuning"]
         for name, curve in runs.items():
-            print(f"{optimizer:5s} {name:28s} gap {tracking_gap(curve, full):.3f} final {curve[-1]:.3g}")
+            gap = tracking_gap(curve, full)
+            print(f"{optimizer:5s} {name:32s} gap {gap:.3f} final {curve[-1]:.3g}")
     fig = plot_curves(plt, curves)
     fig.savefig(Path(__file__).with_name("lora_pro_training.png"), dpi=110, bbox_inches="tight")
 

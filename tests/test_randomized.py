@@ -1,0 +1,200 @@
+"""randomized_svd and randomized_range_finder: invariants on matrices with known spectra."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import backend_name, eps, matrix_with_spectrum, same_namespace, to_numpy
+from hypothesis import given
+from hypothesis import strategies as st
+
+import lowrank
+
+M, N, RANK = 300, 200, 5
+SPECTRA = {"fast": 0.8 ** np.arange(N), "slow": (1.0 + np.arange(N)) ** -0.5}
+# Stated factors over the Eckart–Young optimum (SPEC §2.3) at the default settings;
+# measured ratios are <= 1.0001 (fast) and <= 1.03 (slow) for both methods here.
+FACTOR = {"fast": 1.01, "slow": 1.10}
+
+
+def optimal_error(s, rank):
+    return float(np.sqrt(np.sum(np.asarray(s)[rank:] ** 2)))
+
+
+def check_factors(U, S, Vh, rank, dtype_name, shape):
+    m, n = shape[-2:]
+    U, S, Vh = to_numpy(U), to_numpy(S), to_numpy(Vh)
+    assert U.shape == (*shape[:-2], m, rank) and Vh.shape == (*shape[:-2], rank, n)
+    tol = 50 * eps(dtype_name)
+    eye = np.eye(rank)
+    assert np.allclose(np.swapaxes(U, -1, -2).conj() @ U, eye, atol=tol)
+    assert np.allclose(Vh @ np.swapaxes(Vh, -1, -2).conj(), eye, atol=tol)
+    assert np.all(np.diff(S, axis=-1) <= tol * np.max(S, initial=0))
+
+
+@pytest.mark.parametrize("spectrum", ["fast", "slow"])
+@pytest.mark.parametrize("method", ["auto", "block_krylov", "subspace"])
+def test_error_within_factor_of_optimum(xp, dtype, asarray, spectrum, method):
+    s = SPECTRA[spectrum]
+    a = asarray(matrix_with_spectrum(M, N, s, seed=1), dtype=dtype)
+    U, S, Vh = lowrank.randomized_svd(a, RANK, method=method, rng=0)
+    assert same_namespace(xp, U) and U.dtype == dtype and S.dtype == dtype
+    name = "float32" if dtype == xp.float32 else "float64"
+    check_factors(U, S, Vh, RANK, name, (M, N))
+    err = np.linalg.norm(to_numpy(a).astype(float) - (to_numpy(U) * to_numpy(S)) @ to_numpy(Vh))
+    opt = optimal_error(s, RANK)
+    assert opt * (1 - 1e-3) <= err <= FACTOR[spectrum] * opt
+    # Ritz values interlace: never above the true singular values
+    assert np.all(to_numpy(S) <= s[:RANK] * (1 + 100 * eps(name)))
+
+
+def test_wide_input_and_signs(xp, asarray):
+    s = SPECTRA["fast"]
+    a = asarray(matrix_with_spectrum(N, M, s, seed=2))  # wide: 200 x 300
+    U, S, Vh = lowrank.randomized_svd(a, RANK, rng=3)
+    check_factors(U, S, Vh, RANK, "float64", (N, M))
+    U = to_numpy(U)
+    # svd_flip rule: the largest-magnitude entry of each column of U is positive
+    assert np.all(U[np.argmax(np.abs(U), axis=0), np.arange(RANK)] > 0)
+    err = np.linalg.norm(to_numpy(a) - (U * to_numpy(S)) @ to_numpy(Vh))
+    assert err <= FACTOR["fast"] * optimal_error(s, RANK)
+
+
+def test_same_seed_same_result_and_input_untouched(xp, asarray):
+    a = asarray(matrix_with_spectrum(80, 60, SPECTRA["slow"][:60], seed=4))
+    before = to_numpy(a).copy()
+    r1 = lowrank.randomized_svd(a, 6, rng=11)
+    r2 = lowrank.randomized_svd(a, 6, rng=11)
+    r3 = lowrank.randomized_svd(a, 6, method="subspace", n_power_iter=0, rng=12)
+    r4 = lowrank.randomized_svd(a, 6, method="subspace", n_power_iter=0, rng=13)
+    for x, y in zip(r1, r2):
+        assert np.array_equal(to_numpy(x), to_numpy(y))
+    assert not np.allclose(to_numpy(r3.S), to_numpy(r4.S), rtol=0, atol=1e-12)
+    assert np.array_equal(to_numpy(a), before)
+
+
+def test_batched_equals_per_matrix(xp, asarray):
+    rng = np.random.default_rng(5)
+    stack = np.stack([rng.standard_normal((40, 4)) @ rng.standard_normal((4, 30)) for _ in range(3)])
+    a = asarray(stack)
+    U, S, Vh = lowrank.randomized_svd(a, 4, rng=0)
+    check_factors(U, S, Vh, 4, "float64", stack.shape)
+    rec = to_numpy(U) * to_numpy(S)[..., None, :] @ to_numpy(Vh)
+    for i in range(3):
+        Ui, Si, Vhi = lowrank.randomized_svd(a[i, ...], 4, rng=0)
+        single = (to_numpy(Ui) * to_numpy(Si)) @ to_numpy(Vhi)
+        assert np.allclose(rec[i], single, atol=1e-10 * np.abs(stack[i]).max())
+        assert np.allclose(to_numpy(S)[i], to_numpy(Si), rtol=1e-10)
+
+
+def test_dtype_promotion(xp, asarray):
+    ints = np.arange(12 * 9).reshape(12, 9) % 7
+    U, S, Vh = lowrank.randomized_svd(asarray(ints, dtype=xp.int64), 3, rng=0)
+    assert U.dtype == xp.float64 and S.dtype == xp.float64
+    if backend_name(xp) != "array_api_strict":  # no float16 there
+        half = asarray(ints.astype(np.float16), dtype=xp.float16)
+        U, S, Vh = lowrank.randomized_svd(half, 3, rng=0)
+        assert U.dtype == xp.float16 and Vh.dtype == xp.float16
+
+
+def test_rank_zero_and_empty(xp, asarray):
+    a = asarray(np.ones((7, 5)))
+    U, S, Vh = lowrank.randomized_svd(a, 0)
+    assert U.shape == (7, 0) and S.shape == (0,) and Vh.shape == (0, 5)
+    U, S, Vh = lowrank.randomized_svd(asarray(np.ones((0, 5))), 0)
+    assert U.shape == (0, 0) and Vh.shape == (0, 5)
+    assert lowrank.randomized_range_finder(a, 0).shape == (7, 0)
+
+
+def test_full_rank_request_is_exact(xp, asarray):
+    a = np.random.default_rng(6).standard_normal((9, 6))
+    U, S, Vh = lowrank.randomized_svd(asarray(a), 6, rng=0)
+    assert np.allclose((to_numpy(U) * to_numpy(S)) @ to_numpy(Vh), a, atol=1e-12)
+    assert np.allclose(to_numpy(S), np.linalg.svd(a, compute_uv=False), rtol=1e-12)
+
+
+def test_complex_input():
+    a = matrix_with_spectrum(50, 40, 0.5 ** np.arange(40), seed=7, complex_=True)
+    U, S, Vh = lowrank.randomized_svd(a, 8, rng=0)
+    assert U.dtype == np.complex128 and S.dtype == np.float64
+    check_factors(U, S, Vh, 8, "float64", a.shape)
+    err = np.linalg.norm(a - (U * S) @ Vh)
+    assert err <= 1.01 * optimal_error(0.5 ** np.arange(40), 8)
+
+
+def test_sparse_and_linear_operator_inputs():
+    sp = pytest.importorskip("scipy.sparse")
+    from scipy.sparse.linalg import aslinearoperator
+
+    dense = matrix_with_spectrum(120, 70, 0.7 ** np.arange(70), seed=8)
+    dense[np.abs(dense) < 0.02] = 0.0  # genuinely sparse storage, same matrix
+    ref = lowrank.randomized_svd(dense, 6, rng=0)
+    for a in (sp.csr_matrix(dense), sp.csc_array(dense.T).T, aslinearoperator(dense)):
+        U, S, Vh = lowrank.randomized_svd(a, 6, rng=0)
+        assert isinstance(U, np.ndarray) and U.dtype == np.float64
+        assert np.allclose(S, ref.S, rtol=1e-10)
+        assert np.allclose((U * S) @ Vh, (ref.U * ref.S) @ ref.Vh, atol=1e-10)
+    wide = lowrank.randomized_svd(sp.csr_matrix(dense.T), 6, rng=0)
+    assert np.allclose(wide.S, ref.S, rtol=1e-6)
+
+
+def test_range_finder(xp, asarray):
+    rng = np.random.default_rng(9)
+    a = asarray(rng.standard_normal((60, 5)) @ rng.standard_normal((5, 40)))
+    Q = lowrank.randomized_range_finder(a, 7, rng=0)
+    assert Q.shape == (60, 7) and same_namespace(xp, Q)
+    Qn, an = to_numpy(Q), to_numpy(a)
+    assert np.allclose(Qn.T @ Qn, np.eye(7), atol=1e-12)
+    assert np.allclose(Qn @ (Qn.T @ an), an, atol=1e-10 * np.abs(an).max())
+    wide = lowrank.randomized_range_finder(asarray(to_numpy(a).T), 5, n_power_iter=1, rng=0)
+    assert wide.shape == (40, 5)
+
+
+def test_bad_inputs(xp, asarray):
+    a = asarray(np.ones((6, 4)))
+    with pytest.raises(ValueError, match="`a` must have ndim"):
+        lowrank.randomized_svd(asarray(np.ones(4)), 1)
+    with pytest.raises(ValueError, match=r"`rank`.*got 5"):
+        lowrank.randomized_svd(a, 5)
+    with pytest.raises(ValueError, match=r"`rank`.*got -1"):
+        lowrank.randomized_svd(a, -1)
+    with pytest.raises(TypeError, match="`rank` must be an integer"):
+        lowrank.randomized_svd(a, 1.5)
+    with pytest.raises(ValueError, match="`method`"):
+        lowrank.randomized_svd(a, 1, method="lanczos")
+    with pytest.raises(ValueError, match="`n_oversamples`"):
+        lowrank.randomized_svd(a, 1, n_oversamples=-1)
+    with pytest.raises(ValueError, match="`n_power_iter`"):
+        lowrank.randomized_svd(a, 1, n_power_iter=-2)
+    with pytest.raises(ValueError, match="`size`"):
+        lowrank.randomized_range_finder(a, 7)
+    bad = np.ones((6, 4))
+    for value in (np.nan, np.inf):
+        bad[2, 1] = value
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            lowrank.randomized_svd(asarray(bad), 1)
+
+
+def test_mixed_namespace_rejected(xp, asarray):
+    import array_api_compat.numpy as np_ns
+    import array_api_strict
+
+    a = asarray(np.ones((5, 4)))
+    other = array_api_strict if backend_name(xp) == "numpy" else np_ns
+    with pytest.raises(TypeError, match="namespace"):
+        lowrank.randomized_svd(a, 1, xp=other)
+
+
+@given(m=st.integers(1, 25), n=st.integers(1, 25), data=st.data())
+def test_property_shapes_and_bounds(m, n, data):
+    rank = data.draw(st.integers(0, min(m, n)))
+    method = data.draw(st.sampled_from(["block_krylov", "subspace"]))
+    a = np.random.default_rng(m * 31 + n).standard_normal((m, n))
+    U, S, Vh = lowrank.randomized_svd(a, rank, method=method, rng=0)
+    check_factors(U, S, Vh, rank, "float64", (m, n))
+    s = np.linalg.svd(a, compute_uv=False)
+    err = np.linalg.norm(a - (U * S) @ Vh)
+    opt = optimal_error(s, rank)
+    assert err >= opt * (1 - 1e-10) - 1e-12  # Eckart–Young: nothing beats the optimum
+    assert err <= np.linalg.norm(a) * (1 + 1e-12)
+    assert np.all(S <= s[:rank] * (1 + 1e-10) + 1e-12)
