@@ -20,6 +20,7 @@ import itertools
 import multiprocessing as mp
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -126,6 +127,9 @@ def _estimation_child(method, dims, queue):
 
     from lowrank.torch import estimate_gradients
 
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Full backward hook")  # PEFT's own hooks
     torch.set_num_threads(1)
     torch.manual_seed(0)
     layers = [torch.nn.Linear(dims[i], dims[i + 1], bias=False) for i in range(len(dims) - 1)]
@@ -135,7 +139,7 @@ def _estimation_child(method, dims, queue):
     names = [str(i) for i in range(len(layers))]
     warm = torch.nn.Linear(4, 4)  # autograd engine and allocator start-up, not measured
     warm(torch.ones(2, 4)).sum().backward()
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sampler = _RssSampler()
     if method == "lowrank":
         estimate_gradients(
             model, batches, loss_fn=lambda m, b: m(b).square().mean(), targets=names, progress=False
@@ -150,8 +154,34 @@ def _estimation_child(method, dims, queue):
                 model(b).square().mean().backward()
 
         preprocess_loraga(model, cfg, train_step)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put(peak - rss0)
+    queue.put(sampler.stop())
+
+
+class _RssSampler:
+    """Peak of the current RSS above its value at start, sampled every 0.2 ms."""
+
+    def __init__(self):
+        import threading
+
+        self.base = self.peak = _rss_mib()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._done.wait(0.0002):
+            self.peak = max(self.peak, _rss_mib())
+
+    def stop(self):
+        self._done.set()
+        self._thread.join()
+        return max(self.peak, _rss_mib()) - self.base
+
+
+def _rss_mib():
+    """Current resident set size in MiB (Linux /proc)."""
+    with Path("/proc/self/statm").open() as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def estimation_memory(dims):
@@ -164,9 +194,9 @@ def estimation_memory(dims):
         out[method] = queue.get(timeout=600)
         proc.join()
     grads_mib = sum(a * b for a, b in itertools.pairwise(dims)) * 4 / 2**20
-    print(f"  MLP {dims}, fp32 target gradients {grads_mib:.0f} MiB")
+    print(f"  MLP {dims}, 4 batches, fp32 target gradients {grads_mib:.0f} MiB in all")
     for method, mib in out.items():
-        print(f"  {method:>8}: peak RSS growth during estimation {mib:7.1f} MiB")
+        print(f"  {method:>8}: peak RSS above the model during estimation {mib:7.1f} MiB")
     return out
 
 
@@ -176,6 +206,7 @@ def main(argv):
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--memory-only", action="store_true")
     args = parser.parse_args(argv)
     import warnings
 
@@ -183,7 +214,7 @@ def main(argv):
     import torch
 
     torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", message="Full backward hook")
+    warnings.filterwarnings("ignore", message="Full backward hook")  # PEFT's own hooks
     print(f"peft {peft.__version__}, torch threads {torch.get_num_threads()}")
     shapes = [(1024, 1024), (1024, 2752)] if args.quick else [(4096, 4096), (4096, 11008)]
     print(
@@ -192,7 +223,8 @@ def main(argv):
         "after warm-up;",
         "ratio = CPU time / lowrank CPU time:",
     )
-    init_stage(shapes, [8, 32], args.layers, args.repeat)
+    if not args.memory_only:
+        init_stage(shapes, [8, 32], args.layers, args.repeat)
     print("estimation memory:")
     estimation_memory([512] * 4 if args.quick else [2048] * 5)
     return 0

@@ -115,7 +115,7 @@ def _cross_lanes(a, b0, count, ss):
         ss[lane] = c0 * c0 + c1 * c1 + c2 * c2
 
 
-_LANES = 8  # matrices side by side in the lane path (one AVX-512 register of float64)
+_LANES = 8  # matrices side by side in the lane path: 8 independent dependency chains
 
 
 @njit
@@ -177,6 +177,8 @@ def _householder_lanes(a, b0, w, t, ss, prod):
             denom = alpha - beta  # |denom| = |alpha| + norm: no cancellation
             inv[lane] = 1.0 / denom if denom != 0.0 else 0.0
             tau[lane] = (beta - alpha) / beta if beta != 0.0 else 0.0
+        if j == k - 1:  # the last column: only its norm was needed
+            break
         q0, q1, q2, q3, q4, q5, q6, q7 = (
             inv[0],
             inv[1],
@@ -304,8 +306,8 @@ def log_gram_volume(a, out, take_log=True):
     lanes = 64 if (n, k) == (3, 2) else _LANES  # matrices per block
     n_chunks = min((batch + lanes - 1) // lanes, 8 * numba.get_num_threads())
     if n_chunks > 0:
-        # Only matters under NUMBA_DISABLE_JIT=1, where scalars are NumPy's and warn on
-        # the inf/NaN that the safe-range checks are designed to catch.
         run = _volumes_serial if batch * n * k * k < _SERIAL_FLOPS else _volumes
+        # errstate only matters under NUMBA_DISABLE_JIT=1, where scalars are NumPy's and
+        # warn on the inf/NaN that the safe-range checks are designed to catch.
         with np.errstate(all="ignore"):
             run(a, out, bool(take_log), n_chunks, lanes)

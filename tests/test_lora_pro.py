@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 from helpers import backend_name, to_numpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ref_lora_pro import (
     brute_force_min_residual,
     projected_gradient,
@@ -427,3 +429,21 @@ def test_complex_and_mixed_namespaces_raise():
         lowrank.lora_pro_adjust(A + 0j, B, gA, gB, scaling=1.0)
     with pytest.raises(TypeError, match="one array namespace"):
         lowrank.lora_pro_adjust(torch.from_numpy(A), B, gA, gB, scaling=1.0)
+
+
+@given(
+    out=st.integers(1, 12),
+    n_in=st.integers(1, 12),
+    r=st.integers(1, 5),
+    s=st.floats(0.1, 10.0),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=25)
+def test_projection_identities_property(out, n_in, r, s, seed):
+    """Any shape (also r > min(out, in), i.e. rank-deficient factors): g~ is the projection."""
+    A, B, G = problem(out=out, n_in=n_in, r=r, seed=seed)
+    gA, gB = lora_grads(A, B, G, s)
+    for gauge in GAUGES:
+        res = lowrank.lora_pro_adjust(A, B, gA, gB, scaling=s, gauge=gauge)
+        g_eq = s * (B @ res.grad_A + res.grad_B @ A)
+        assert np.allclose(g_eq, projected_gradient(A, B, G), atol=1e-8 * (1 + np.abs(G).max()))

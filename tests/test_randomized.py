@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import lowrank
 
-M, N, RANK = 300, 200, 5
+M, N, RANK = 150, 100, 3
 SPECTRA = {"fast": 0.8 ** np.arange(N), "slow": (1.0 + np.arange(N)) ** -0.5}
 # Stated factors over the Eckart–Young optimum (SPEC §2.3) at the default settings;
 # measured ratios are <= 1.0001 (fast) and <= 1.03 (slow) for both methods here.
@@ -33,7 +33,7 @@ def check_factors(U, S, Vh, rank, dtype_name, shape):
 
 
 @pytest.mark.parametrize("spectrum", ["fast", "slow"])
-@pytest.mark.parametrize("method", ["auto", "block_krylov", "subspace"])
+@pytest.mark.parametrize("method", ["block_krylov", "subspace"])
 def test_error_within_factor_of_optimum(xp, dtype, asarray, spectrum, method):
     s = SPECTRA[spectrum]
     a = asarray(matrix_with_spectrum(M, N, s, seed=1), dtype=dtype)

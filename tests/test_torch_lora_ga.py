@@ -386,3 +386,23 @@ def test_end_to_end_first_step_and_loss_curve():
     loss_lora = _train(_peft(copy.deepcopy(base), seed=1, **cfg), X, Y, steps, lr)
     assert loss_ga[0] == pytest.approx(loss_lora[0], rel=1e-5)  # same function at init
     assert all(a < b for a, b in zip(loss_ga[1:], loss_lora[1:], strict=True))
+
+
+def test_output_and_layer_checks_raise():
+    """The init-time checks raise when outputs or W_res + s B A disagree with W."""
+    from lowrank.torch._layers import LoraPair
+    from lowrank.torch._lora_ga_io import _check_layer
+    from lowrank.torch._lora_ga_targets import model_outputs_close
+
+    model = MLP()
+    X, _ = _data()
+    before = model_outputs_close(model, X, None)
+    model_outputs_close(model, X, before)  # unchanged: passes
+    with pytest.raises(ValueError, match="outputs changed"):
+        model_outputs_close(model, X, before + 1e-2)
+    W = torch.randn(6, 4)
+    A, B = torch.randn(2, 4), torch.randn(6, 2)
+    pair = LoraPair(name="x", A=A, B=B, scaling=1.0, weight=W)
+    _check_layer(W, W - B @ A, A, B, 1.0, pair)
+    with pytest.raises(ValueError, match="changed layer"):
+        _check_layer(W, W + B @ A, A, B, 1.0, pair)

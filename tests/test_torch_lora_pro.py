@@ -255,6 +255,8 @@ def test_bad_arguments():
         LoRAProAdamW([p.A for p in pairs])
     with pytest.raises(ValueError, match="both A and B must be in the optimizer"):
         LoRAProAdamW([pairs[0].A, pairs[0].B], pairs=model)
+    pairs[1].A.requires_grad_(False)  # a frozen factor: that found pair is left out
+    assert [p.name for p in LoRAProAdamW(model).pairs] == [pairs[0].name]
     with pytest.raises(ValueError, match="`mode` must be one of"):
         LoRAProAdamW(model, mode="fast")
     with pytest.raises(ValueError, match="`scaling` must be finite and > 0"):

@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pytest
 from helpers import backend_name, eps, matrix_with_spectrum, same_namespace, to_numpy
+from hypothesis import given
+from hypothesis import strategies as st
 from ref_volume import (
     cauchy_binet_volume,
     det_volume,
@@ -264,3 +266,27 @@ def test_torch_autograd_gives_pinv_transpose():
     lowrank.gram_volume(b).backward()
     vol = abs(np.linalg.det(a_np[:3]))
     np.testing.assert_allclose(b.grad.numpy(), vol * np.linalg.inv(a_np[:3]).T, rtol=1e-11)
+
+
+@given(
+    batch=st.integers(0, 3),
+    n=st.integers(0, 7),
+    k=st.integers(0, 7),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_singular_values_for_any_shape(batch, n, k, seed):
+    a = np.random.default_rng(seed).standard_normal((batch, n, k))
+    if n >= k:
+        s = np.linalg.svd(a, compute_uv=False) if k else np.ones((batch, 0))
+        expected = np.sum(np.log(s), axis=-1)
+        kappa = s[..., 0] / s[..., -1] if k else np.ones(batch)
+    else:
+        expected, kappa = np.full(batch, -np.inf), np.ones(batch)
+    for use in (True, False):
+        with lowrank.config_context(use_kernels=use):
+            got = lowrank.log_gram_volume(a)
+        assert got.shape == (batch,)
+        finite = np.isfinite(expected)
+        assert np.array_equal(np.isfinite(got), finite)
+        err = np.abs(got[finite] - expected[finite])
+        np.testing.assert_array_less(err, 100 * max(n, 1) * eps("float64") * kappa[finite])

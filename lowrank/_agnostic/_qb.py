@@ -86,6 +86,10 @@ def randqb(op: Any, tol_sq: float, norm_sq: float, *, block: int | None, n_power
         B = Bi if B is None else xp.concat([B, Bi], axis=-2)
         err_sq = max(norm_sq - sq_norm(B, xp), 0.0)
         width = width if block else 2 * width  # doubling: passes grow like log(rank)
+    else:  # Q spans all of range(a): only rounding is left, measure it if it matters
+        if err_sq <= guard_sq:
+            probes = rand.standard_normal((op.n, 16), op.dtype)
+            err_sq = sq_norm(_residual_sketch(op, Q, B, probes), xp) / 16
     return Q, B, err_sq
 
 

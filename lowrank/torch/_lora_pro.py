@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from .._lib._validation import check_option
+from ._lora_pro_adam import adam_direction, adamw_, check_hyper, clipped, foreach_adamw_
 from ._lora_pro_batch import (
     Pair,
     adjusted_grads,
@@ -57,7 +57,10 @@ def lora_pro_adjust_(
     Notes
     -----
     Pairs whose gradients are both ``None`` are skipped. All pairs with the same
-    shapes are adjusted in one batched call (one batched ``eigh``).
+    shapes are adjusted in one batched call (one batched ``eigh``). Gradients are not
+    checked for NaN/Inf here (they propagate, as in ``torch.optim``); the adjusted
+    gradients are computed in float32 (float64 for float64 parameters) and written
+    back in the gradient's dtype.
 
     Examples
     --------
@@ -119,8 +122,9 @@ class LoRAProAdamW(torch.optim.Optimizer):
         "full" mode, together with the plain gradients of other parameters) to this
         value, after the adjustment and before Adam.
     pairs : torch.nn.Module or iterable of LoraPair or (A, B, scaling), optional
-        The LoRA pairs (default: found in ``params`` when it is a model). Both factors
-        of each pair must be among the optimized parameters.
+        The LoRA pairs (default: found in ``params`` when it is a model; found pairs
+        with a frozen factor are left out). Both factors of each pair must be among
+        the optimized parameters.
     adapter : str, optional
         PEFT adapter name used when pairs are found in a model.
 
@@ -169,7 +173,7 @@ class LoRAProAdamW(torch.optim.Optimizer):
         pairs: Any = None,
         adapter: str | None = None,
     ) -> None:
-        _check_hyper(lr, betas, eps, weight_decay, max_grad_norm)
+        check_hyper(lr, betas, eps, weight_decay, max_grad_norm)
         self.mode = check_option(mode, "mode", ("efficient", "full"))
         self.gauge = check_option(gauge, "gauge", _GAUGES)
         self.damping = damping
@@ -183,6 +187,8 @@ class LoRAProAdamW(torch.optim.Optimizer):
         defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
         super().__init__(params, defaults)
         self.pairs = resolve_pairs(pairs, adapter=adapter)
+        if isinstance(pairs, torch.nn.Module):  # found, not given: skip frozen adapters
+            self.pairs = [p for p in self.pairs if p.A.requires_grad and p.B.requires_grad]
         self._check_pairs_are_optimized()
         self._stack_buffers: dict = {}  # reused stacking memory, not part of the state
 
@@ -244,27 +250,27 @@ class LoRAProAdamW(torch.optim.Optimizer):
         )
         params = [t for p in pairs for t in (p.A, p.B)] + others
         grads = [g for ab in zip(gA, gB, strict=True) for g in ab] + plain
-        _foreach_adamw_(params, _clipped(grads, self.max_grad_norm), self)
+        foreach_adamw_(params, clipped(grads, self.max_grad_norm), self)
 
     def _step_full(self, pairs: list[Pair], others: list, plain: list) -> None:
         g_eq = equivalent_grads(
             pairs, [p.A.grad for p in pairs], [p.B.grad for p in pairs], damping=self.damping
         )
-        clipped = _clipped(g_eq + plain, self.max_grad_norm)
-        g_eq, plain = clipped[: len(pairs)], clipped[len(pairs) :]
+        scaled = clipped(g_eq + plain, self.max_grad_norm)
+        g_eq, plain = scaled[: len(pairs)], scaled[len(pairs) :]
         groups = self._group_of()
         # Adam in weight space on g~ (states kept with A); betas/eps from A's group.
         updates = [
-            _adam_direction(self.state[p.A], g, groups[id(p.A)], prefix="weight_")
+            adam_direction(self.state[p.A], g, groups[id(p.A)], prefix="weight_")
             for p, g in zip(pairs, g_eq, strict=True)
         ]
-        del g_eq, clipped
+        del g_eq, scaled
         uA, uB = project_back(pairs, updates, gauge=self.gauge, damping=self.damping)
         for p, a, b in zip(pairs, uA, uB, strict=True):
-            _adamw_(p.A, a, groups[id(p.A)])
-            _adamw_(p.B, b, groups[id(p.B)])
+            adamw_(p.A, a, groups[id(p.A)])
+            adamw_(p.B, b, groups[id(p.B)])
         for p, g in zip(others, plain, strict=True):
-            _adamw_(p, _adam_direction(self.state[p], g, groups[id(p)]), groups[id(p)])
+            adamw_(p, adam_direction(self.state[p], g, groups[id(p)]), groups[id(p)])
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state dict, keeping Adam states in float32 for low-precision parameters.
@@ -282,108 +288,3 @@ class LoRAProAdamW(torch.optim.Optimizer):
             for key, value in entries.items():
                 if isinstance(value, torch.Tensor) and value.is_floating_point():
                     self.state[p][key] = value.to(device=p.device, copy=True)
-
-
-def _adam_direction(state: dict, g: torch.Tensor, group: dict, prefix: str = "") -> torch.Tensor:
-    """Update Adam moments with ``g`` and return m̂/(sqrt(v̂) + eps)."""  # numpydoc ignore=PR01,RT01
-    beta1, beta2 = group["betas"]
-    m_key, v_key = f"{prefix}exp_avg", f"{prefix}exp_avg_sq"
-    if m_key not in state:
-        state["step"] = 0
-        state[m_key] = torch.zeros_like(g)
-        state[v_key] = torch.zeros_like(g)
-    state["step"] += 1
-    t = state["step"]
-    m, v = state[m_key], state[v_key]
-    m.lerp_(g, 1 - beta1)
-    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-    denom = (v.sqrt() / math.sqrt(1 - beta2**t)).add_(group["eps"])
-    return (m / (1 - beta1**t)).div_(denom)
-
-
-def _foreach_adamw_(params: list, grads: list, opt: LoRAProAdamW) -> None:
-    """AdamW on lists with ``_foreach`` ops, per (group, step, dtype)."""  # numpydoc ignore=PR01
-    groups = opt._group_of()
-    buckets: dict[tuple, list[int]] = {}
-    for k, (p, g) in enumerate(zip(params, grads, strict=True)):
-        state = opt.state[p]
-        if "exp_avg" not in state:
-            state.update(step=0, exp_avg=torch.zeros_like(g), exp_avg_sq=torch.zeros_like(g))
-        state["step"] += 1
-        key = (id(groups[id(p)]), state["step"], g.dtype, p.dtype, g.device)
-        buckets.setdefault(key, []).append(k)
-    for (_, t, *_), idx in buckets.items():
-        group = groups[id(params[idx[0]])]
-        _foreach_bucket_(
-            [params[k] for k in idx],
-            [grads[k] for k in idx],
-            [opt.state[params[k]] for k in idx],
-            group,
-            t,
-        )
-
-
-def _foreach_bucket_(ps: list, gs: list, states: list, group: dict, t: int) -> None:
-    """One AdamW update for tensors sharing group, step count and dtypes."""  # numpydoc ignore=PR01
-    beta1, beta2 = group["betas"]
-    lr, wd = group["lr"], group["weight_decay"]
-    ms = [s["exp_avg"] for s in states]
-    vs = [s["exp_avg_sq"] for s in states]
-    torch._foreach_lerp_(ms, gs, 1 - beta1)
-    torch._foreach_mul_(vs, beta2)
-    torch._foreach_addcmul_(vs, gs, gs, value=1 - beta2)
-    denom = torch._foreach_sqrt(vs)
-    torch._foreach_div_(denom, math.sqrt(1 - beta2**t))
-    torch._foreach_add_(denom, group["eps"])
-    step = lr / (1 - beta1**t)
-    if ps[0].dtype == gs[0].dtype:
-        if wd:
-            torch._foreach_mul_(ps, 1 - lr * wd)
-        torch._foreach_addcdiv_(ps, ms, denom, value=-step)
-        return
-    for p, m, d in zip(ps, ms, denom, strict=True):  # low-precision parameters: update in float32
-        new = p.to(m.dtype)
-        if wd:
-            new.mul_(1 - lr * wd)
-        p.copy_(new.addcdiv_(m, d, value=-step))
-
-
-def _adamw_(param: torch.Tensor, direction: torch.Tensor, group: dict) -> None:
-    """param <- (1 − lr·wd)·param − lr·direction, in float32 or wider."""  # numpydoc ignore=PR01
-    lr, wd = group["lr"], group["weight_decay"]
-    if param.dtype == direction.dtype:
-        if wd:
-            param.mul_(1 - lr * wd)
-        param.add_(direction, alpha=-lr)
-        return
-    new = param.to(direction.dtype)
-    if wd:
-        new.mul_(1 - lr * wd)
-    param.copy_(new.add_(direction, alpha=-lr))
-
-
-def _clipped(grads: list[torch.Tensor], max_norm: float | None) -> list[torch.Tensor]:
-    """``grads`` scaled to a global 2-norm <= ``max_norm`` (a copy)."""  # numpydoc ignore=PR01,RT01
-    if max_norm is None or not grads:
-        return grads
-    total = torch.linalg.vector_norm(
-        torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
-    )
-    factor = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    return [g * factor.to(g.dtype) for g in grads]
-
-
-def _check_hyper(lr: Any, betas: Any, eps: Any, weight_decay: Any, max_grad_norm: Any) -> None:
-    """Raise ValueError on invalid hyper-parameters."""  # numpydoc ignore=PR01
-    checks = [
-        (lr, "lr", lr >= 0),
-        (eps, "eps", eps >= 0),
-        (weight_decay, "weight_decay", weight_decay >= 0),
-        (betas, "betas", len(betas) == 2 and all(0 <= b < 1 for b in betas)),
-    ]
-    if max_grad_norm is not None:
-        checks.append((max_grad_norm, "max_grad_norm", max_grad_norm > 0))
-    for value, name, ok in checks:
-        if not ok:
-            msg = f"invalid `{name}`: {value!r}"
-            raise ValueError(msg)

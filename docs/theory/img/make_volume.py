@@ -34,7 +34,7 @@ def faces_of(vectors):
 def draw(ax, vectors, title, color):
     ax.add_collection3d(Poly3DCollection(faces_of(vectors), alpha=0.35, facecolor=color,
                                          edgecolor="k", linewidth=0.6))
-    for v, name in zip(vectors.T, "xyz"):
+    for v, name in zip(vectors.T, "xyz", strict=False):
         ax.quiver(0, 0, 0, *v, color="k", arrow_length_ratio=0.08)
         ax.text(*(1.08 * v), name, fontsize=11)
     vol = float(lowrank.gram_volume(vectors))

@@ -1,0 +1,115 @@
+"""AdamW arithmetic for LoRAProAdamW: float32 states, decoupled decay, clipping."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+__all__ = ["adam_direction", "adamw_", "check_hyper", "clipped", "foreach_adamw_"]
+
+
+def foreach_adamw_(params: list, grads: list, opt: Any) -> None:
+    """AdamW on lists with ``_foreach`` ops, per (group, step, dtype)."""  # numpydoc ignore=PR01
+    groups = opt._group_of()
+    buckets: dict[tuple, list[int]] = {}
+    for k, (p, g) in enumerate(zip(params, grads, strict=True)):
+        state = opt.state[p]
+        if "exp_avg" not in state:
+            state.update(step=0, exp_avg=torch.zeros_like(g), exp_avg_sq=torch.zeros_like(g))
+        state["step"] += 1
+        key = (id(groups[id(p)]), state["step"], g.dtype, p.dtype, g.device)
+        buckets.setdefault(key, []).append(k)
+    for (_, t, *_), idx in buckets.items():
+        group = groups[id(params[idx[0]])]
+        foreach_bucket_(
+            [params[k] for k in idx],
+            [grads[k] for k in idx],
+            [opt.state[params[k]] for k in idx],
+            group,
+            t,
+        )
+
+
+def foreach_bucket_(ps: list, gs: list, states: list, group: dict, t: int) -> None:
+    """One AdamW update for tensors sharing group, step count and dtypes."""  # numpydoc ignore=PR01
+    beta1, beta2 = group["betas"]
+    lr, wd = group["lr"], group["weight_decay"]
+    ms = [s["exp_avg"] for s in states]
+    vs = [s["exp_avg_sq"] for s in states]
+    torch._foreach_lerp_(ms, gs, 1 - beta1)
+    torch._foreach_mul_(vs, beta2)
+    torch._foreach_addcmul_(vs, gs, gs, value=1 - beta2)
+    denom = torch._foreach_sqrt(vs)
+    torch._foreach_div_(denom, math.sqrt(1 - beta2**t))
+    torch._foreach_add_(denom, group["eps"])
+    step = lr / (1 - beta1**t)
+    if ps[0].dtype == gs[0].dtype:
+        if wd:
+            torch._foreach_mul_(ps, 1 - lr * wd)
+        torch._foreach_addcdiv_(ps, ms, denom, value=-step)
+        return
+    for p, m, d in zip(ps, ms, denom, strict=True):  # low-precision parameters: update in float32
+        new = p.to(m.dtype)
+        if wd:
+            new.mul_(1 - lr * wd)
+        p.copy_(new.addcdiv_(m, d, value=-step))
+
+
+def adamw_(param: torch.Tensor, direction: torch.Tensor, group: dict) -> None:
+    """param <- (1 − lr·wd)·param − lr·direction, in float32 or wider."""  # numpydoc ignore=PR01
+    lr, wd = group["lr"], group["weight_decay"]
+    if param.dtype == direction.dtype:
+        if wd:
+            param.mul_(1 - lr * wd)
+        param.add_(direction, alpha=-lr)
+        return
+    new = param.to(direction.dtype)
+    if wd:
+        new.mul_(1 - lr * wd)
+    param.copy_(new.add_(direction, alpha=-lr))
+
+
+def clipped(grads: list[torch.Tensor], max_norm: float | None) -> list[torch.Tensor]:
+    """``grads`` scaled to a global 2-norm <= ``max_norm`` (a copy)."""  # numpydoc ignore=PR01,RT01
+    if max_norm is None or not grads:
+        return grads
+    total = torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
+    )
+    factor = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    return [g * factor.to(g.dtype) for g in grads]
+
+
+def check_hyper(lr: Any, betas: Any, eps: Any, weight_decay: Any, max_grad_norm: Any) -> None:
+    """Raise ValueError on invalid hyper-parameters."""  # numpydoc ignore=PR01
+    checks = [
+        (lr, "lr", lr >= 0),
+        (eps, "eps", eps >= 0),
+        (weight_decay, "weight_decay", weight_decay >= 0),
+        (betas, "betas", len(betas) == 2 and all(0 <= b < 1 for b in betas)),
+    ]
+    if max_grad_norm is not None:
+        checks.append((max_grad_norm, "max_grad_norm", max_grad_norm > 0))
+    for value, name, ok in checks:
+        if not ok:
+            msg = f"invalid `{name}`: {value!r}"
+            raise ValueError(msg)
+
+
+def adam_direction(state: dict, g: torch.Tensor, group: dict, prefix: str = "") -> torch.Tensor:
+    """Update Adam moments with ``g`` and return m̂/(sqrt(v̂) + eps)."""  # numpydoc ignore=PR01,RT01
+    beta1, beta2 = group["betas"]
+    m_key, v_key = f"{prefix}exp_avg", f"{prefix}exp_avg_sq"
+    if m_key not in state:
+        state["step"] = 0
+        state[m_key] = torch.zeros_like(g)
+        state[v_key] = torch.zeros_like(g)
+    state["step"] += 1
+    t = state["step"]
+    m, v = state[m_key], state[v_key]
+    m.lerp_(g, 1 - beta1)
+    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    denom = (v.sqrt() / math.sqrt(1 - beta2**t)).add_(group["eps"])
+    return (m / (1 - beta1**t)).div_(denom)

@@ -1,0 +1,146 @@
+"""svd_approx: fixed accuracy meets rtol with an honest error estimate; passes are counted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import matrix_with_spectrum, same_namespace, to_numpy
+from hypothesis import given
+from hypothesis import strategies as st
+
+import lowrank
+
+SPECTRUM = 0.85 ** np.arange(90)
+
+
+def true_rel_error(a, res):
+    a = to_numpy(a).astype(np.result_type(to_numpy(a).dtype, np.float64))
+    approx = (to_numpy(res.U) * to_numpy(res.S)) @ to_numpy(res.Vh)
+    return np.linalg.norm(a - approx) / np.linalg.norm(a)
+
+
+def is_float32(xp, dtype):
+    return dtype == xp.float32
+
+
+@pytest.mark.parametrize("rtol", [0.3, 1e-2, 1e-5])
+def test_rtol_met_with_honest_estimate(xp, dtype, asarray, rtol):
+    a = asarray(matrix_with_spectrum(130, 90, SPECTRUM, seed=0), dtype=dtype)
+    res = lowrank.svd_approx(a, rtol=rtol, rng=0)
+    assert same_namespace(xp, res.U) and res.U.dtype == dtype and res.S.dtype == dtype
+    assert res.rank == res.S.shape[0] == res.U.shape[1] == res.Vh.shape[0]
+    err = true_rel_error(a, res)
+    floor = 3e-3 if is_float32(xp, dtype) else 1e-7  # 10·sqrt(eps): the probe regime
+    assert err <= rtol * 1.05 or err <= floor
+    assert res.error_estimate <= rtol
+    # honest: the cheap update is exact up to rounding; probe estimates within 2x
+    if err > floor:
+        assert abs(res.error_estimate - err) <= 1e-3 * err
+    else:
+        assert err / 3 - 1e-6 <= res.error_estimate <= 3 * err + 1e-6
+    # near-optimal rank: the Eckart–Young optimum needs at least this rank (SPEC §2.3)
+    tails = np.sqrt(np.cumsum((SPECTRUM**2)[::-1])[::-1]) / np.linalg.norm(SPECTRUM)
+    needed = int(np.argmax(np.append(tails, 0.0) <= rtol))
+    assert needed - 1 <= res.rank <= needed + 3
+
+
+def test_fixed_rank_estimate_and_passes(xp, asarray):
+    a = asarray(matrix_with_spectrum(120, 80, (1.0 + np.arange(80)) ** -1.0, seed=1))
+    res = lowrank.svd_approx(a, rank=10, rng=0)
+    err = true_rel_error(a, res)
+    assert res.rank == 10 and abs(res.error_estimate - err) <= 1e-6 * err
+    assert res.passes == 1 + 8  # ‖a‖_F, then block Krylov with 3 extensions
+    res = lowrank.svd_approx(a, rank=10, n_power_iter=1, rng=0)
+    assert res.passes == 1 + 4
+
+
+class Counting(np.ndarray):
+    """ndarray that counts full products with itself (dense reads of ``a``)."""
+
+    reads = 0
+
+    def __matmul__(self, other):
+        Counting.reads += 1
+        return np.asarray(self) @ np.asarray(other)
+
+    def __rmatmul__(self, other):
+        Counting.reads += 1
+        return np.asarray(other) @ np.asarray(self)
+
+
+@pytest.mark.parametrize("kwargs", [{"rtol": 1e-4}, {"rtol": 1e-12}, {"rank": 7},
+                                    {"rtol": 0.05, "block_size": 5, "n_power_iter": 2}])
+def test_passes_are_counted_honestly(kwargs):
+    a = matrix_with_spectrum(100, 70, 0.8 ** np.arange(70), seed=2).view(Counting)
+    Counting.reads = 0
+    res = lowrank.svd_approx(a, rng=0, **kwargs)
+    assert res.passes == Counting.reads + 1  # + the read computing ‖a‖_F
+    err = true_rel_error(np.asarray(a), res)
+    if "rtol" in kwargs:
+        assert err <= max(kwargs["rtol"], 1e-7)
+
+
+def test_sparse_input_and_wide():
+    sp = pytest.importorskip("scipy.sparse")
+    dense = matrix_with_spectrum(60, 150, 0.75 ** np.arange(60), seed=3)
+    res = lowrank.svd_approx(sp.csr_array(dense), rtol=1e-3, rng=1)
+    assert isinstance(res.U, np.ndarray) and res.U.shape == (60, res.rank)
+    assert res.Vh.shape == (res.rank, 150)
+    err = true_rel_error(dense, res)
+    assert err <= 1e-3 and abs(err - res.error_estimate) <= 1e-3 * err
+
+
+def test_zero_matrix_and_rank_zero(xp, asarray):
+    res = lowrank.svd_approx(asarray(np.zeros((6, 4))), rtol=0.1)
+    assert res.rank == 0 and res.error_estimate == 0.0 and res.U.shape == (6, 0)
+    res = lowrank.svd_approx(asarray(np.ones((6, 4))), rank=0)
+    assert res.rank == 0 and res.Vh.shape == (0, 4) and res.error_estimate == pytest.approx(1.0)
+
+
+def test_same_seed_same_result_and_input_untouched(xp, asarray):
+    a = asarray(matrix_with_spectrum(70, 50, SPECTRUM[:50], seed=4))
+    before = to_numpy(a).copy()
+    r1 = lowrank.svd_approx(a, rtol=1e-3, rng=5)
+    r2 = lowrank.svd_approx(a, rtol=1e-3, rng=5)
+    assert r1.rank == r2.rank and r1.error_estimate == r2.error_estimate
+    assert np.array_equal(to_numpy(r1.U), to_numpy(r2.U))
+    assert np.array_equal(to_numpy(a), before)
+
+
+def test_bad_inputs(xp, asarray):
+    a = asarray(np.ones((6, 4)))
+    with pytest.raises(ValueError, match="exactly one of `rank` and `rtol`"):
+        lowrank.svd_approx(a)
+    with pytest.raises(ValueError, match="exactly one of `rank` and `rtol`"):
+        lowrank.svd_approx(a, rank=1, rtol=0.1)
+    for rtol in (0.0, 1.0, -0.5, 2.0, float("nan")):
+        with pytest.raises(ValueError, match="`rtol`"):
+            lowrank.svd_approx(a, rtol=rtol)
+    with pytest.raises(ValueError, match=r"`rank`.*got 5"):
+        lowrank.svd_approx(a, rank=5)
+    with pytest.raises(ValueError, match="`a` must have ndim"):
+        lowrank.svd_approx(asarray(np.ones((2, 6, 4))), rank=1)
+    with pytest.raises(ValueError, match="`block_size`"):
+        lowrank.svd_approx(a, rtol=0.1, block_size=0)
+    bad = np.ones((6, 4))
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        lowrank.svd_approx(asarray(bad), rtol=0.1)
+
+
+def test_linear_operator_refused():
+    from scipy.sparse.linalg import aslinearoperator
+
+    with pytest.raises(TypeError, match="norm is needed"):
+        lowrank.svd_approx(aslinearoperator(np.ones((5, 4))), rtol=0.1)
+
+
+@given(m=st.integers(1, 30), n=st.integers(1, 30), rtol=st.floats(1e-6, 0.9), seed=st.integers(0, 99))
+def test_property_rtol(m, n, rtol, seed):
+    a = np.random.default_rng(seed).standard_normal((m, n))
+    res = lowrank.svd_approx(a, rtol=rtol, rng=seed, block_size=4)
+    assert res.U.shape == (m, res.rank) and res.Vh.shape == (res.rank, n)
+    err = true_rel_error(a, res)
+    assert err <= rtol * (1 + 1e-9) + 1e-7
+    assert res.error_estimate <= rtol
+    assert np.allclose(res.U.T @ res.U, np.eye(res.rank), atol=1e-10)
