@@ -122,12 +122,12 @@ def _row(row):
 
 def _estimation_child(method, dims, queue):
     """Peak RSS growth (MiB) of one gradient estimation, measured in a fresh process."""
+    import warnings
+
     import torch
     from peft import LoraConfig, LoraGAConfig, preprocess_loraga
 
     from lowrank.torch import estimate_gradients
-
-    import warnings
 
     warnings.filterwarnings("ignore", message="Full backward hook")  # PEFT's own hooks
     torch.set_num_threads(1)

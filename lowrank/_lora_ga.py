@@ -105,7 +105,7 @@ def lora_ga_init(
         Factor scale (SPEC D3.3). The official names ``"gd"`` and ``"weightS"`` are
         accepted as aliases. ``"weight_svd"`` needs `weight`.
     stable_gamma : float, default: 16.0
-        γ of the stable scale ``ζ = out**0.25 / sqrt(γ)``.
+        The γ of the stable scale ``ζ = out**0.25 / sqrt(γ)``.
     compat : {"paper", "peft"}, default: "paper"
         ``"paper"``: official-code semantics (orthonormal factors times ζ).
         ``"peft"``: PEFT 0.21's formulas (B0 carries the singular values, the stable

@@ -32,7 +32,7 @@ class FactorPlan(NamedTuple):
 
 
 def svd_defaults(rank: int, n_oversamples: int | None, n_power_iter: int | None) -> tuple[int, int]:
-    """LoRA-GA's randomized-SVD defaults: the [r, 2r) block must be accurate (SPEC D3.1).
+    """Return LoRA-GA's randomized-SVD defaults: the [r, 2r) block must be accurate (D3.1).
 
     Block Krylov with block width ``2r + n_oversamples`` (default ``max(10, r)``)
     and depth ``n_power_iter`` (default 3): 8 reads of the gradient against the 10

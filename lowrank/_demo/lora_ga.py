@@ -32,7 +32,7 @@ def _init_table(ctx: DemoContext) -> None:
     """Time and [r, 2r) accuracy: lowrank (batched) vs PEFT's svd_lowrank(q=4r, niter=4)."""  # numpydoc ignore=PR01
     import lowrank
 
-    m, n, layers, r = (512, 1024, 2, 8) if ctx.quick else (2048, 2048, 4, 8)
+    m, n, layers, r = (256, 512, 2, 8) if ctx.quick else (2048, 2048, 4, 8)
     stack, Us = _gradient_stack(m, n, layers)
     rows = []
     t, B = timeit(lambda: lowrank.lora_ga_init(stack, r, scaling=2.0, rng=0).B, 3)

@@ -95,7 +95,8 @@ def save_lora_ga_init(state: dict[str, LoraGAInitial], path: str | os.PathLike[s
 
     See Also
     --------
-    load_lora_ga_init, apply_lora_ga_offset_
+    load_lora_ga_init : Read the file back.
+    apply_lora_ga_offset_ : Rebuild the initialised model from the original base.
     """
     layers = {
         k: {"A": v.A.cpu(), "B": v.B.cpu(), "scaling": float(v.scaling)} for k, v in state.items()

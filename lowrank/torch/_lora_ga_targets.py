@@ -109,7 +109,7 @@ def grad_for_pair(model: torch.nn.Module, pair: LoraPair, grads: Mapping[str, An
 
 
 def model_outputs_close(model: Any, inputs: Any, before: Any) -> Any:
-    """Outputs on ``inputs`` (no grad, eval mode); with ``before``, raise unless close."""  # numpydoc ignore=PR01,RT01
+    """Return outputs on ``inputs`` (no grad, eval mode); with ``before``, raise unless close."""  # numpydoc ignore=PR01,RT01
     if inputs is None or not isinstance(model, torch.nn.Module):
         return None
     was_training = model.training
