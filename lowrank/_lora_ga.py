@@ -171,18 +171,8 @@ def lora_ga_init(
     True
     """
     xp = _validation.namespace(grad, weight, xp=xp)
-    plan, svd_opts = _check_options(
-        grad,
-        rank,
-        scaling,
-        direction,
-        scale,
-        stable_gamma,
-        compat,
-        svd,
-        n_oversamples,
-        n_power_iter,
-    )
+    factor_opts = (rank, scaling, direction, scale, stable_gamma, compat)
+    plan, svd_opts = _check_options(grad, factor_opts, (svd, n_oversamples, n_power_iter))
     work, out_dtype = _prepare(grad, "grad", check_finite, xp)
     wwork = _check_weight(weight, plan, grad, check_finite, xp)
     rand = Random(rng, xp, _compat.device(grad))
@@ -197,8 +187,10 @@ def lora_ga_init(
     return (factors, LoraGAInfo(S, *gaps)) if return_info else factors
 
 
-def _check_options(grad, rank, scaling, direction, scale, gamma, compat, svd, over, power):
+def _check_options(grad: Any, factor_opts: tuple[Any, ...], svd_opts: tuple[Any, ...]) -> Any:
     """Validate every option; return the factor plan and the SVD keyword options."""  # numpydoc ignore=PR01,RT01
+    rank, scaling, direction, scale, gamma, compat = factor_opts
+    svd, over, power = svd_opts
     _validation.check_matrix(grad, "grad", min_ndim=2)
     out, inn = grad.shape[-2:]
     rank = _validation.check_int(

@@ -268,3 +268,17 @@ def test_factor_mixed_devices():
     meta = torch.ones((4, 3), dtype=torch.float64, device="meta")  # no GPU needed
     with pytest.raises(ValueError, match="one device"):
         lowrank.optimal_factor(cpu, meta)
+
+
+@given(n=st.integers(1, 7), r=st.integers(1, 5), p=st.integers(1, 4), data=st.data())
+def test_property_optimal_factor_is_pinv_times_m(n, r, p, data):
+    rank = data.draw(st.integers(0, min(n, r)))
+    seed = data.draw(st.integers(0, 2**16))
+    A = reference.rank_deficient(n, r, rank, seed=seed) if rank else np.zeros((n, r))
+    M = np.random.default_rng(seed).standard_normal((n, p))
+    B = lowrank.optimal_factor(A, M)
+    assert B.shape == (r, p)
+    scale = max(1.0, np.abs(M).max()) * max(1.0, np.abs(reference.pinv_svd(A)).max())
+    assert np.allclose(B, reference.pinv_svd(A) @ M, atol=1e-10 * scale)
+    left = lowrank.optimal_factor(A.T, M.T, side="left")  # argmin_X ‖X Aᵀ − Mᵀ‖ = Bᵀ
+    assert np.allclose(left, B.T, atol=1e-10 * scale)
