@@ -26,7 +26,10 @@ import numpy as np
 
 CASES = {"sq": ((4096, 4096), 64), "tall": ((100000, 512), 32)}
 QUICK = {"sq": ((1024, 1024), 32), "tall": ((20000, 256), 16)}
-SPECTRA = {"easy": lambda k: 1.0 / np.arange(1, k + 1), "hard": lambda k: np.arange(1, k + 1) ** -0.5}
+SPECTRA = {
+    "easy": lambda k: 1.0 / np.arange(1, k + 1),
+    "hard": lambda k: np.arange(1, k + 1) ** -0.5,
+}
 
 
 def make_matrix(shape, s, seed=0):
@@ -148,6 +151,20 @@ def run_case(label, shape, k, spectrum, args):
             print(f"  {ours + ' / ' + peer:44s} {times[ours] / times[peer]:10.3f} {er}")
 
 
+def limit_threads(n):
+    """Pin BLAS (threadpoolctl) and torch intra-op threads to ``n``."""
+    from threadpoolctl import threadpool_limits
+
+    limit_threads.keep = threadpool_limits(n)  # the limit lasts while this object lives
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+    print(f"threads limited to {n}")
+
+
 def main(argv):
     parser = argparse.ArgumentParser(prog="compare.py svd", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
@@ -155,7 +172,12 @@ def main(argv):
     parser.add_argument("--cases", default="sq,tall", help="comma list of: sq, tall")
     parser.add_argument("--spectra", default="easy,hard", help="comma list of: easy, hard")
     parser.add_argument("--no-auto", action="store_true", help="skip sklearn n_iter='auto'")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="limit BLAS and torch threads (0: leave as is); 1 gives stable "
+                             "ratios on a machine shared with other jobs")
     args = parser.parse_args(argv)
+    if args.threads > 0:
+        limit_threads(args.threads)
     args.repeat = max(args.repeat, 1)
     table = QUICK if args.quick else CASES
     for label in args.cases.split(","):

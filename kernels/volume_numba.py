@@ -4,7 +4,7 @@ All arithmetic is float64 (float32 inputs too). Per matrix, by shape:
 
 - 3×2: the cross-product norm ``‖x × y‖`` (each component has absolute error
   ~ eps‖x‖‖y‖, so the area has relative error ~ eps·κ; no Gram matrix);
-- otherwise: Householder QR (LAPACK ``dlarfg`` form, v₀ = 1) on a local copy, eight
+- otherwise: Householder QR (LAPACK ``dlarfg`` form, v₀ = 1) on a local copy, 16
   matrices side by side so the inner loops run over independent lanes; the volume
   is ``prod |R_jj|``. For n×2 that is a single reflection (one orthogonalisation
   step) and a norm.
@@ -116,19 +116,22 @@ def _cross_lanes(a, b0, count, ss):
         ss[lane] = c0 * c0 + c1 * c1 + c2 * c2
 
 
-_LANES = 8  # matrices side by side in the lane path: 8 independent dependency chains
+_LANES = 16  # matrices side by side in the lane path (see _householder_lanes)
 
 
+# The written-out lanes read best 4-8 per line: keep the formatter away.
+# fmt: off
 @njit
 def _householder_lanes(a, b0, w, t, ss, prod):
-    """Unscaled Householder QR of the 8 matrices a[b0:b0+8] side by side.
+    """Unscaled Householder QR of the 16 matrices a[b0:b0+16] side by side.
 
-    ``w[j, i, l]`` is entry (i, j) of matrix l. The hot lane loops are written out
-    as 8 scalars: the accumulators stay in registers and the 8 chains run in parallel
-    (measured 1.4× faster for 16×4 than lane loops over arrays, which numba neither
-    vectorises at trip count 8 nor keeps out of memory, the arrays possibly aliasing).
-    ``t`` is (4, 8) scratch. ``prod[l]`` gets prod |R_jj|; ``ss[l]`` is set to 0 (outside the
-    safe range) if some |R_jj|² or partial product left it.
+    ``w[j, i, l]`` is entry (i, j) of matrix l. The hot lane loops are written out as
+    16 scalars: the accumulators stay in registers, the 16 chains run in parallel and
+    LLVM's SLP vectoriser packs them into SIMD registers (lane loops over arrays are
+    neither vectorised by numba at this trip count nor kept out of memory, the arrays
+    possibly aliasing; measured 1.6x slower for 16×4). ``t`` is (4, 16) scratch.
+    ``prod[l]`` gets prod |R_jj|; ``ss[l]`` is set to 0 (outside the safe range) if
+    some |R_jj|² or partial product left it.
     """
     n, k = a.shape[1], a.shape[2]
     # 1-D/2-D views throughout: numba's 3-D index arithmetic costs more than the flops
@@ -143,29 +146,43 @@ def _householder_lanes(a, b0, w, t, ss, prod):
     prod[:] = 1.0
     for j in range(k):
         wj = w[j]
-        s0, s1, s2, s3, s4, s5, s6, s7 = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        (
+            s0, s1, s2, s3, s4, s5, s6, s7,
+            s8, s9, s10, s11, s12, s13, s14, s15,
+        ) = (
+            0.0, 0.0, 0.0, 0.0,
+            0.0, 0.0, 0.0, 0.0,
+            0.0, 0.0, 0.0, 0.0,
+            0.0, 0.0, 0.0, 0.0,
+        )
         for i in range(j, n):
             v = wj[i]
-            v0, v1, v2, v3, v4, v5, v6, v7 = v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]
-            s0, s1, s2, s3, s4, s5, s6, s7 = (
-                s0 + v0 * v0,
-                s1 + v1 * v1,
-                s2 + v2 * v2,
-                s3 + v3 * v3,
-                s4 + v4 * v4,
-                s5 + v5 * v5,
-                s6 + v6 * v6,
-                s7 + v7 * v7,
+            (
+                v0, v1, v2, v3, v4, v5, v6, v7,
+                v8, v9, v10, v11, v12, v13, v14, v15,
+            ) = (
+                v[0], v[1], v[2], v[3],
+                v[4], v[5], v[6], v[7],
+                v[8], v[9], v[10], v[11],
+                v[12], v[13], v[14], v[15],
             )
-        norm2[0], norm2[1], norm2[2], norm2[3], norm2[4], norm2[5], norm2[6], norm2[7] = (
-            s0,
-            s1,
-            s2,
-            s3,
-            s4,
-            s5,
-            s6,
-            s7,
+            (
+                s0, s1, s2, s3, s4, s5, s6, s7,
+                s8, s9, s10, s11, s12, s13, s14, s15,
+            ) = (
+                s0 + v0 * v0, s1 + v1 * v1, s2 + v2 * v2, s3 + v3 * v3,
+                s4 + v4 * v4, s5 + v5 * v5, s6 + v6 * v6, s7 + v7 * v7,
+                s8 + v8 * v8, s9 + v9 * v9, s10 + v10 * v10, s11 + v11 * v11,
+                s12 + v12 * v12, s13 + v13 * v13, s14 + v14 * v14, s15 + v15 * v15,
+            )
+        (
+            norm2[0], norm2[1], norm2[2], norm2[3],
+            norm2[4], norm2[5], norm2[6], norm2[7],
+            norm2[8], norm2[9], norm2[10], norm2[11],
+            norm2[12], norm2[13], norm2[14], norm2[15],
+        ) = (
+            s0, s1, s2, s3, s4, s5, s6, s7,
+            s8, s9, s10, s11, s12, s13, s14, s15,
         )
         pivot = wj[j]
         for lane in range(_LANES):
@@ -180,122 +197,161 @@ def _householder_lanes(a, b0, w, t, ss, prod):
             tau[lane] = (beta - alpha) / beta if beta != 0.0 else 0.0
         if j == k - 1:  # the last column: only its norm was needed
             break
-        q0, q1, q2, q3, q4, q5, q6, q7 = (
-            inv[0],
-            inv[1],
-            inv[2],
-            inv[3],
-            inv[4],
-            inv[5],
-            inv[6],
-            inv[7],
+        (
+            q0, q1, q2, q3, q4, q5, q6, q7,
+            q8, q9, q10, q11, q12, q13, q14, q15,
+        ) = (
+            inv[0], inv[1], inv[2], inv[3],
+            inv[4], inv[5], inv[6], inv[7],
+            inv[8], inv[9], inv[10], inv[11],
+            inv[12], inv[13], inv[14], inv[15],
         )
-        for i in range(j + 1, n):
+        for i in range(j + 1, n):  # v = [1, x[1:] / (alpha - beta)]
             v = wj[i]
-            v0, v1, v2, v3, v4, v5, v6, v7 = v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]
-            v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7] = (
-                v0 * q0,
-                v1 * q1,
-                v2 * q2,
-                v3 * q3,
-                v4 * q4,
-                v5 * q5,
-                v6 * q6,
-                v7 * q7,
+            (
+                v0, v1, v2, v3, v4, v5, v6, v7,
+                v8, v9, v10, v11, v12, v13, v14, v15,
+            ) = (
+                v[0], v[1], v[2], v[3],
+                v[4], v[5], v[6], v[7],
+                v[8], v[9], v[10], v[11],
+                v[12], v[13], v[14], v[15],
             )
-        for c in range(j + 1, k):  # apply I - tau v vᵀ (v = [1, w[j, j+1:]]) to column c
+            (
+                v[0], v[1], v[2], v[3],
+                v[4], v[5], v[6], v[7],
+                v[8], v[9], v[10], v[11],
+                v[12], v[13], v[14], v[15],
+            ) = (
+                v0 * q0, v1 * q1, v2 * q2, v3 * q3,
+                v4 * q4, v5 * q5, v6 * q6, v7 * q7,
+                v8 * q8, v9 * q9, v10 * q10, v11 * q11,
+                v12 * q12, v13 * q13, v14 * q14, v15 * q15,
+            )
+        for c in range(j + 1, k):  # apply I - tau v vᵀ to column c
             wc = w[c]
             top = wc[j]
-            d0, d1, d2, d3, d4, d5, d6, d7 = (
-                top[0],
-                top[1],
-                top[2],
-                top[3],
-                top[4],
-                top[5],
-                top[6],
-                top[7],
+            (
+                d0, d1, d2, d3, d4, d5, d6, d7,
+                d8, d9, d10, d11, d12, d13, d14, d15,
+            ) = (
+                top[0], top[1], top[2], top[3],
+                top[4], top[5], top[6], top[7],
+                top[8], top[9], top[10], top[11],
+                top[12], top[13], top[14], top[15],
             )
             for i in range(j + 1, n):
                 v, x = wj[i], wc[i]
-                d0, d1, d2, d3, d4, d5, d6, d7 = (
-                    d0 + v[0] * x[0],
-                    d1 + v[1] * x[1],
-                    d2 + v[2] * x[2],
-                    d3 + v[3] * x[3],
-                    d4 + v[4] * x[4],
-                    d5 + v[5] * x[5],
-                    d6 + v[6] * x[6],
-                    d7 + v[7] * x[7],
+                (
+                    d0, d1, d2, d3, d4, d5, d6, d7,
+                    d8, d9, d10, d11, d12, d13, d14, d15,
+                ) = (
+                    d0 + v[0] * x[0], d1 + v[1] * x[1],
+                    d2 + v[2] * x[2], d3 + v[3] * x[3],
+                    d4 + v[4] * x[4], d5 + v[5] * x[5],
+                    d6 + v[6] * x[6], d7 + v[7] * x[7],
+                    d8 + v[8] * x[8], d9 + v[9] * x[9],
+                    d10 + v[10] * x[10], d11 + v[11] * x[11],
+                    d12 + v[12] * x[12], d13 + v[13] * x[13],
+                    d14 + v[14] * x[14], d15 + v[15] * x[15],
                 )
-            d0, d1, d2, d3, d4, d5, d6, d7 = (
-                d0 * tau[0],
-                d1 * tau[1],
-                d2 * tau[2],
-                d3 * tau[3],
-                d4 * tau[4],
-                d5 * tau[5],
-                d6 * tau[6],
-                d7 * tau[7],
+            (
+                d0, d1, d2, d3, d4, d5, d6, d7,
+                d8, d9, d10, d11, d12, d13, d14, d15,
+            ) = (
+                d0 * tau[0], d1 * tau[1], d2 * tau[2], d3 * tau[3],
+                d4 * tau[4], d5 * tau[5], d6 * tau[6], d7 * tau[7],
+                d8 * tau[8], d9 * tau[9], d10 * tau[10], d11 * tau[11],
+                d12 * tau[12], d13 * tau[13], d14 * tau[14], d15 * tau[15],
             )
-            top[0], top[1], top[2], top[3], top[4], top[5], top[6], top[7] = (
-                top[0] - d0,
-                top[1] - d1,
-                top[2] - d2,
-                top[3] - d3,
-                top[4] - d4,
-                top[5] - d5,
-                top[6] - d6,
-                top[7] - d7,
+            (
+                top[0], top[1], top[2], top[3],
+                top[4], top[5], top[6], top[7],
+                top[8], top[9], top[10], top[11],
+                top[12], top[13], top[14], top[15],
+            ) = (
+                top[0] - d0, top[1] - d1, top[2] - d2, top[3] - d3,
+                top[4] - d4, top[5] - d5, top[6] - d6, top[7] - d7,
+                top[8] - d8, top[9] - d9, top[10] - d10, top[11] - d11,
+                top[12] - d12, top[13] - d13, top[14] - d14, top[15] - d15,
             )
             for i in range(j + 1, n):
                 v, x = wj[i], wc[i]
-                v0, v1, v2, v3, v4, v5, v6, v7 = v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]
-                x0, x1, x2, x3, x4, x5, x6, x7 = x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]
-                x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7] = (
-                    x0 - d0 * v0,
-                    x1 - d1 * v1,
-                    x2 - d2 * v2,
-                    x3 - d3 * v3,
-                    x4 - d4 * v4,
-                    x5 - d5 * v5,
-                    x6 - d6 * v6,
-                    x7 - d7 * v7,
+                (
+                    v0, v1, v2, v3, v4, v5, v6, v7,
+                    v8, v9, v10, v11, v12, v13, v14, v15,
+                ) = (
+                    v[0], v[1], v[2], v[3],
+                    v[4], v[5], v[6], v[7],
+                    v[8], v[9], v[10], v[11],
+                    v[12], v[13], v[14], v[15],
                 )
+                (
+                    x0, x1, x2, x3, x4, x5, x6, x7,
+                    x8, x9, x10, x11, x12, x13, x14, x15,
+                ) = (
+                    x[0], x[1], x[2], x[3],
+                    x[4], x[5], x[6], x[7],
+                    x[8], x[9], x[10], x[11],
+                    x[12], x[13], x[14], x[15],
+                )
+                (
+                    x[0], x[1], x[2], x[3],
+                    x[4], x[5], x[6], x[7],
+                    x[8], x[9], x[10], x[11],
+                    x[12], x[13], x[14], x[15],
+                ) = (
+                    x0 - d0 * v0, x1 - d1 * v1, x2 - d2 * v2, x3 - d3 * v3,
+                    x4 - d4 * v4, x5 - d5 * v5, x6 - d6 * v6, x7 - d7 * v7,
+                    x8 - d8 * v8, x9 - d9 * v9, x10 - d10 * v10, x11 - d11 * v11,
+                    x12 - d12 * v12, x13 - d13 * v13, x14 - d14 * v14, x15 - d15 * v15,
+                )
+# fmt: on
+
+
+@njit
+def _volume_blocks(a, out, take_log, first, stop, lanes):
+    """Volumes of the matrices in blocks first..stop-1 of ``lanes`` matrices each."""
+    batch, n, k = a.shape
+    w, t = np.zeros((k, n, _LANES)), np.zeros((4, _LANES))
+    ss, prod = np.zeros(lanes), np.ones(lanes)
+    w1, diag = np.zeros((k, n)), np.zeros(k)
+    for blk in range(first, stop):
+        b0 = blk * lanes
+        count = min(lanes, batch - b0)
+        if n == 3 and k == 2:
+            _cross_lanes(a, b0, count, ss)
+            for lane in range(count):
+                prod[lane] = math.sqrt(ss[lane])
+        elif count == lanes:
+            _householder_lanes(a, b0, w, t, ss, prod)
+        else:  # the last, partial block: one matrix at a time
+            ss[:count] = 0.0
+        for lane in range(count):
+            if _SQ_LO < ss[lane] < _SQ_HI:
+                out[b0 + lane] = math.log(prod[lane]) if take_log else prod[lane]
+            else:  # NaN/Inf input, rank deficiency or under/overflow: careful path
+                out[b0 + lane] = _householder_volume(a, b0 + lane, w1, diag, take_log)
 
 
 @pjit
 def _volumes(a, out, take_log, n_chunks, lanes):
-    batch, n, k = a.shape
-    n_blocks = (batch + lanes - 1) // lanes
+    # The parallel loop only splits the batch into contiguous ranges of blocks; each runs
+    # the serial kernel (which small batches call directly: no second compilation of the
+    # same Python function, whose cache entries would collide).
+    n_blocks = (a.shape[0] + lanes - 1) // lanes
     for c in prange(n_chunks):
-        w, t = np.zeros((k, n, _LANES)), np.zeros((4, _LANES))
-        ss, prod = np.zeros(lanes), np.ones(lanes)
-        w1, diag = np.zeros((k, n)), np.zeros(k)
-        for blk in range(c * n_blocks // n_chunks, (c + 1) * n_blocks // n_chunks):
-            b0 = blk * lanes
-            count = min(lanes, batch - b0)
-            if n == 3 and k == 2:
-                _cross_lanes(a, b0, count, ss)
-                for lane in range(count):
-                    prod[lane] = math.sqrt(ss[lane])
-            elif count == lanes:
-                _householder_lanes(a, b0, w, t, ss, prod)
-            else:  # the last, partial block: one matrix at a time
-                ss[:count] = 0.0
-            for lane in range(count):
-                if _SQ_LO < ss[lane] < _SQ_HI:
-                    out[b0 + lane] = math.log(prod[lane]) if take_log else prod[lane]
-                else:  # NaN/Inf input, rank deficiency or under/overflow: careful path
-                    out[b0 + lane] = _householder_volume(a, b0 + lane, w1, diag, take_log)
+        _volume_blocks(
+            a, out, take_log, c * n_blocks // n_chunks, (c + 1) * n_blocks // n_chunks, lanes
+        )
 
 
 @contextlib.contextmanager
 def _slp_vectorizer():
     """Compile with LLVM's SLP vectoriser on (numba's default is off).
 
-    It packs the eight written-out lane chains of ``_householder_lanes`` into SIMD
-    registers: 1.3-1.5x faster for 16×4, bit-identical results (SLP does not reorder
+    It packs the 16 written-out lane chains of ``_householder_lanes`` into SIMD
+    registers: 1.3-1.5x faster for 16×4 with the same results (SLP does not reorder
     floating-point operations). numba reads the flag when it optimises a module, i.e.
     at the first (compiling) call; cached machine code keeps it.
     """
@@ -309,9 +365,7 @@ def _slp_vectorizer():
             numba.config.SLP_VECTORIZE = old
 
 
-# Small batches run serially: starting the thread pool costs more than they take.
-_volumes_serial = njit(getattr(_volumes, "py_func", _volumes))  # plain under DISABLE_JIT
-_SERIAL_FLOPS = 200_000
+_SERIAL_FLOPS = 200_000  # smaller batches run serially: threads cost more than they save
 
 
 def log_gram_volume(a, out, take_log=True):
@@ -324,10 +378,13 @@ def log_gram_volume(a, out, take_log=True):
     a = np.ascontiguousarray(a)  # no copy when already C-contiguous
     batch, n, k = a.shape
     lanes = 64 if (n, k) == (3, 2) else _LANES  # matrices per block
-    n_chunks = min((batch + lanes - 1) // lanes, 8 * numba.get_num_threads())
+    n_blocks = (batch + lanes - 1) // lanes
+    n_chunks = min(n_blocks, 8 * numba.get_num_threads())
     if n_chunks > 0:
-        run = _volumes_serial if batch * n * k * k < _SERIAL_FLOPS else _volumes
         # errstate only matters under NUMBA_DISABLE_JIT=1, where scalars are NumPy's and
         # warn on the inf/NaN that the safe-range checks are designed to catch.
         with np.errstate(all="ignore"), _slp_vectorizer():
-            run(a, out, bool(take_log), n_chunks, lanes)
+            if batch * n * k * k < _SERIAL_FLOPS:
+                _volume_blocks(a, out, bool(take_log), 0, n_blocks, lanes)
+            else:
+                _volumes(a, out, bool(take_log), n_chunks, lanes)

@@ -10,6 +10,8 @@ from ._lib import _compat
 from ._lib._random import Random, check_rng
 from ._lib._validation import (
     check_finite as _check_finite,
+)
+from ._lib._validation import (
     check_int,
     check_matrix,
     check_option,
@@ -37,15 +39,16 @@ def _prepare(a: Any, xp: Any, check_finite: bool, *, max_ndim: int | None = None
         raise TypeError(msg)
     xp = xp or own
     work, out_dtype = to_floating(a, "a", xp)
-    if check_finite:
-        _check_finite(work, "a", xp)
     op = as_operator(work, xp, work.dtype)
+    if check_finite and min(op.m, op.n) > 0:
+        # checked on the first product (free); callers that make none check in full
+        op.check_first_product()
     return (op.T if op.m < op.n else op), out_dtype, xp, _compat.device(a)
 
 
 def _prepare_scipy(a: Any, xp: Any, check_finite: bool, operators: bool) -> tuple[Any, ...]:
     """SciPy sparse matrices/arrays and LinearOperators (2-D, NumPy results)."""  # numpydoc ignore=PR01,RT01
-    import numpy as np  # noqa: PLC0415
+    import numpy as np
 
     own = _compat.array_namespace(np.empty(0))
     if xp is not None and not _compat.is_numpy_namespace(xp):
@@ -58,13 +61,14 @@ def _prepare_scipy(a: Any, xp: Any, check_finite: bool, operators: bool) -> tupl
     out = dtype if dtype.kind in "fc" else np.dtype(np.float64)
     work = np.float32 if out == np.float16 else out
     if check_finite and hasattr(a, "data") and not np.all(np.isfinite(a.data)):
-        msg = "`a` contains NaN or Inf; clean the input or pass check_finite=False to skip this check"
+        msg = ("`a` contains NaN or Inf; clean the input or pass check_finite=False to skip "
+               "this check")
         raise ValueError(msg)
     op = as_operator(a, own, work)
     return (op.T if op.m < op.n else op), out, own, "cpu"
 
 
-def _check_common(op: Any, n_oversamples: int, n_power_iter: int | None, rng: Any) -> None:
+def _check_common(n_oversamples: int, n_power_iter: int | None, rng: Any) -> None:
     """Validate the shared options."""  # numpydoc ignore=PR01
     check_int(n_oversamples, "n_oversamples", low=0)
     if n_power_iter is not None:
@@ -129,16 +133,18 @@ def randomized_range_finder(a: Any, /, size: int, *, n_power_iter: int | None = 
     """
     op, out_dtype, xp, _ = _prepare(a, xp, True)
     size = check_int(size, "size", low=0, high=min(op.m, op.n), high_name="min(m, n)")
-    _check_common(op, 0, n_power_iter, rng)
+    _check_common(0, n_power_iter, rng)
     op = op.T if op.transposed else op  # the range of a itself
     if size == 0 or op.m == 0 or op.n == 0:
+        if op.dense:
+            _check_finite(op.a, "a", xp)
         return _randomized.empty(op, size, xp)[0]
     q = 2 if n_power_iter is None else n_power_iter
-    Q = _randomized.range_finder(op, size, q, Random(rng, xp, _device(op, xp)), xp)
+    Q = _randomized.range_finder(op, size, q, Random(rng, xp, _device(op)), xp)
     return _cast(xp, out_dtype, Q)[0]
 
 
-def _device(op: Any, xp: Any) -> Any:
+def _device(op: Any) -> Any:
     """Device of the operator's data (CPU for SciPy inputs)."""  # numpydoc ignore=PR01,RT01
     return _compat.device(op.a) if op.dense else "cpu"
 
@@ -237,9 +243,11 @@ def randomized_svd(a: Any, /, rank: int, *, n_oversamples: int = 10,
     """
     op, out_dtype, xp, _ = _prepare(a, xp, check_finite)
     rank = check_int(rank, "rank", low=0, high=min(op.m, op.n), high_name="min(m, n)")
-    _check_common(op, n_oversamples, n_power_iter, rng)
+    _check_common(n_oversamples, n_power_iter, rng)
     method = check_option(method, "method", _METHODS)
-    rand = Random(rng, xp, _device(op, xp))
+    if rank == 0 and check_finite and op.dense:
+        _check_finite(op.a, "a", xp)
+    rand = Random(rng, xp, _device(op))
     U, S, Vh = _randomized.randomized_svd(
         op, rank, n_oversamples=n_oversamples, n_power_iter=n_power_iter, method=method,
         rand=rand, xp=xp)
@@ -338,10 +346,10 @@ def svd_approx(a: Any, /, *, rank: int | None = None, rtol: float | None = None,
         if not rtol < 1:
             msg = f"`rtol` must satisfy 0 < rtol < 1; got {rtol}"
             raise ValueError(msg)
-    _check_common(op, n_oversamples, n_power_iter, rng)
+    _check_common(n_oversamples, n_power_iter, rng)
     if block_size is not None:
         check_int(block_size, "block_size", low=1)
-    rand = Random(rng, xp, _device(op, xp))
+    rand = Random(rng, xp, _device(op))
     U, S, Vh, err, passes = _qb.svd_approx(
         op, rank, rtol, n_oversamples=n_oversamples, n_power_iter=n_power_iter,
         block_size=block_size, rand=rand, xp=xp)

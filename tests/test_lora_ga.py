@@ -169,7 +169,7 @@ def test_seeded_reproducible_and_input_untouched(xp, asarray):
 
 def test_randomized_block_accuracy(xp, asarray):
     """Default randomized SVD: the [r, 2r) block (B's columns) is accurate on a 1/i spectrum."""
-    m, n, r = 300, 260, 8
+    m, n, r = 600, 520, 8  # large enough for the randomized path (Krylov dim 144)
     g = matrix_with_spectrum(m, n, 1.0 / np.arange(1, n + 1), seed=9)
     A, B = lowrank.lora_ga_init(asarray(g), r, scaling=1.0, scale="unit", rng=0)
     U, _, Vh = exact_svd(g)
@@ -255,3 +255,15 @@ def test_bad_arrays(xp, asarray):
     if backend_name(xp) == "numpy":
         with pytest.raises(TypeError, match="real"):
             lowrank.lora_ga_init(_gradient() + 1j, R, scaling=1.0)
+
+
+def test_rank_deficient_gradient_gives_orthonormal_factors(xp, asarray):
+    """rank(G) < 2r (few tokens): the trailing vectors are arbitrary but orthonormal."""
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((400, 3)) @ rng.standard_normal((3, 300))
+    A, B = lowrank.lora_ga_init(asarray(g), 4, scaling=1.0, scale="unit", rng=0)
+    A, B = to_numpy(A), to_numpy(B)
+    np.testing.assert_allclose(A @ A.T, np.eye(4), atol=1e-10)
+    np.testing.assert_allclose(B.T @ B, np.eye(4), atol=1e-10)
+    step = B @ (B.T @ g) + (g @ A.T) @ A
+    np.testing.assert_allclose(step, g, atol=1e-8)  # G_2r = G when rank(G) <= 2r

@@ -27,7 +27,9 @@ def is_float32(xp, dtype):
 def test_rtol_met_with_honest_estimate(xp, dtype, asarray, rtol):
     a = asarray(matrix_with_spectrum(130, 90, SPECTRUM, seed=0), dtype=dtype)
     res = lowrank.svd_approx(a, rtol=rtol, rng=0)
-    assert same_namespace(xp, res.U) and res.U.dtype == dtype and res.S.dtype == dtype
+    assert same_namespace(xp, res.U)
+    assert res.U.dtype == dtype
+    assert res.S.dtype == dtype
     assert res.rank == res.S.shape[0] == res.U.shape[1] == res.Vh.shape[0]
     err = true_rel_error(a, res)
     floor = 3e-3 if is_float32(xp, dtype) else 1e-7  # 10·sqrt(eps): the probe regime
@@ -48,7 +50,8 @@ def test_fixed_rank_estimate_and_passes(xp, asarray):
     a = asarray(matrix_with_spectrum(120, 80, (1.0 + np.arange(80)) ** -1.0, seed=1))
     res = lowrank.svd_approx(a, rank=10, rng=0)
     err = true_rel_error(a, res)
-    assert res.rank == 10 and abs(res.error_estimate - err) <= 1e-6 * err
+    assert res.rank == 10
+    assert abs(res.error_estimate - err) <= 1e-6 * err
     assert res.passes == 1 + 8  # ‖a‖_F, then block Krylov with 3 extensions
     res = lowrank.svd_approx(a, rank=10, n_power_iter=1, rng=0)
     assert res.passes == 1 + 4
@@ -84,17 +87,23 @@ def test_sparse_input_and_wide():
     sp = pytest.importorskip("scipy.sparse")
     dense = matrix_with_spectrum(60, 150, 0.75 ** np.arange(60), seed=3)
     res = lowrank.svd_approx(sp.csr_array(dense), rtol=1e-3, rng=1)
-    assert isinstance(res.U, np.ndarray) and res.U.shape == (60, res.rank)
+    assert isinstance(res.U, np.ndarray)
+    assert res.U.shape == (60, res.rank)
     assert res.Vh.shape == (res.rank, 150)
     err = true_rel_error(dense, res)
-    assert err <= 1e-3 and abs(err - res.error_estimate) <= 1e-3 * err
+    assert err <= 1e-3
+    assert abs(err - res.error_estimate) <= 1e-3 * err
 
 
 def test_zero_matrix_and_rank_zero(xp, asarray):
     res = lowrank.svd_approx(asarray(np.zeros((6, 4))), rtol=0.1)
-    assert res.rank == 0 and res.error_estimate == 0.0 and res.U.shape == (6, 0)
+    assert res.rank == 0
+    assert res.error_estimate == 0.0
+    assert res.U.shape == (6, 0)
     res = lowrank.svd_approx(asarray(np.ones((6, 4))), rank=0)
-    assert res.rank == 0 and res.Vh.shape == (0, 4) and res.error_estimate == pytest.approx(1.0)
+    assert res.rank == 0
+    assert res.Vh.shape == (0, 4)
+    assert res.error_estimate == pytest.approx(1.0)
 
 
 def test_same_seed_same_result_and_input_untouched(xp, asarray):
@@ -102,7 +111,8 @@ def test_same_seed_same_result_and_input_untouched(xp, asarray):
     before = to_numpy(a).copy()
     r1 = lowrank.svd_approx(a, rtol=1e-3, rng=5)
     r2 = lowrank.svd_approx(a, rtol=1e-3, rng=5)
-    assert r1.rank == r2.rank and r1.error_estimate == r2.error_estimate
+    assert r1.rank == r2.rank
+    assert r1.error_estimate == r2.error_estimate
     assert np.array_equal(to_numpy(r1.U), to_numpy(r2.U))
     assert np.array_equal(to_numpy(a), before)
 
@@ -135,11 +145,13 @@ def test_linear_operator_refused():
         lowrank.svd_approx(aslinearoperator(np.ones((5, 4))), rtol=0.1)
 
 
-@given(m=st.integers(1, 30), n=st.integers(1, 30), rtol=st.floats(1e-6, 0.9), seed=st.integers(0, 99))
+@given(m=st.integers(1, 30), n=st.integers(1, 30), rtol=st.floats(1e-6, 0.9),
+       seed=st.integers(0, 99))
 def test_property_rtol(m, n, rtol, seed):
     a = np.random.default_rng(seed).standard_normal((m, n))
     res = lowrank.svd_approx(a, rtol=rtol, rng=seed, block_size=4)
-    assert res.U.shape == (m, res.rank) and res.Vh.shape == (res.rank, n)
+    assert res.U.shape == (m, res.rank)
+    assert res.Vh.shape == (res.rank, n)
     err = true_rel_error(a, res)
     assert err <= rtol * (1 + 1e-9) + 1e-7
     assert res.error_estimate <= rtol

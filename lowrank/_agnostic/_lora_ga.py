@@ -34,16 +34,20 @@ class FactorPlan(NamedTuple):
 def svd_defaults(rank: int, n_oversamples: int | None, n_power_iter: int | None) -> tuple[int, int]:
     """Return LoRA-GA's randomized-SVD defaults: the [r, 2r) block must be accurate (D3.1).
 
-    Block Krylov with block width ``2r + n_oversamples`` (default ``max(10, r)``)
-    and depth ``n_power_iter`` (default 3): 8 reads of the gradient against the 10
-    of PEFT's ``svd_lowrank(q=4r, niter=4)``, at a smaller block width. On a
-    4096 x 4096 float32 gradient with a 1/i spectrum and r = 8 the block [r, 2r) comes
-    out with a largest principal-angle sine of ~3e-4 (PEFT: ~2e-3); see
+    Block Krylov of width ``b = 2r + n_oversamples`` (default ``max(32, r)``) and depth
+    ``n_power_iter``. For the singular vector 2r the convergence factor per extension
+    is about ``σ_{b+1}/σ_{2r}``; depth 2 (6 reads of the gradient) suffices once
+    ``b >= 6r`` (small r, where a wide block costs little more than a narrow one, the
+    products being memory-bound), else depth 3 (8 reads). PEFT's
+    ``svd_lowrank(q=4r, niter=4)`` reads the gradient 10 times. On a 4096 x 4096
+    float32 gradient with a 1/i spectrum the block [r, 2r) comes out with a largest
+    principal-angle sine of ~5e-4 at r = 8 and 32 (PEFT: 1e-3 to 4e-3); see
     ``bench/compare_lora_ga.py``.
     """  # numpydoc ignore=PR01,RT01
-    depth = 3 if n_power_iter is None else n_power_iter
-    over = max(10, rank) if n_oversamples is None else n_oversamples
-    return over, depth
+    over = max(32, rank) if n_oversamples is None else n_oversamples
+    if n_power_iter is not None:
+        return over, n_power_iter
+    return over, 2 if 2 * rank + over >= 6 * rank else 3
 
 
 def block_krylov_svd(g: Any, k: int, depth: int, omega: Any, xp: Any) -> tuple[Any, Any, Any]:
@@ -120,8 +124,15 @@ def top_triplets(
     return block_krylov_svd(g, k, n_power_iter, omega, xp)
 
 
-def spectral_gaps(S: Any, rank: int, xp: Any) -> tuple[Any, Any]:
-    """``(σ_r/σ_{r+1}, σ_2r/σ_{2r+1})`` (1-based) per matrix; inf past the last σ."""  # numpydoc ignore=PR01,RT01
+def spectral_gaps(S: Any, rank: int, rtol: float, xp: Any) -> tuple[Any, Any]:
+    """``(σ_r/σ_{r+1}, σ_2r/σ_{2r+1})`` (1-based) per matrix.
+
+    Singular values below ``rtol * σ_1`` count as zero (numerical rank): a ratio of two
+    zeros is nan (the gradient has rank < index; the vectors there are arbitrary), a
+    nonzero over zero is inf, as is an index past the last σ. Performs no input
+    validation.
+    """  # numpydoc ignore=PR01,RT01
+    S = xp.where(S > rtol * S[..., :1], S, xp.zeros_like(S))
 
     def ratio(i: int) -> Any:
         top = S[..., i - 1]
@@ -130,7 +141,7 @@ def spectral_gaps(S: Any, rank: int, xp: Any) -> tuple[Any, Any]:
         den = S[..., i]
         quotient = top / xp.where(den > 0, den, xp.ones_like(den))
         undefined = xp.where(top > 0, xp.full_like(top, math.inf), xp.full_like(top, math.nan))
-        return xp.where(den > 0, quotient, undefined)  # 0/0 (zero gradient): nan
+        return xp.where(den > 0, quotient, undefined)
 
     return ratio(rank), ratio(2 * rank)
 

@@ -7,6 +7,8 @@ wraps every accepted input kind behind that interface, and counts the full reads
 
 from __future__ import annotations
 
+import contextlib
+import math
 from typing import Any
 
 __all__ = ["Operator", "as_operator", "is_scipy_operator"]
@@ -17,8 +19,8 @@ def is_scipy_operator(a: Any) -> bool:
     mod = type(a).__module__
     if not mod.startswith("scipy."):
         return False
-    from scipy.sparse import issparse  # noqa: PLC0415  (only reached with SciPy inputs)
-    from scipy.sparse.linalg import LinearOperator  # noqa: PLC0415
+    from scipy.sparse import issparse
+    from scipy.sparse.linalg import LinearOperator
 
     return bool(issparse(a)) or isinstance(a, LinearOperator)
 
@@ -29,7 +31,8 @@ class Operator:
     def __init__(self, a: Any, xp: Any, *, dtype: Any, dense: bool, transposed: bool = False,
                  counter: list[int] | None = None):
         self.a, self.xp, self.dtype, self.dense = a, xp, dtype, dense
-        self._counter = [0] if counter is None else counter
+        # [passes so far, 1 while the next product must be checked for NaN/Inf]
+        self._counter = [0, 0] if counter is None else counter
         self.transposed = transposed
         self.complex = xp.isdtype(dtype, "complex floating")
         m, n = a.shape[-2], a.shape[-1]
@@ -42,12 +45,32 @@ class Operator:
         """Full reads of ``a`` so far (shared with the transposed view)."""  # numpydoc ignore=RT01
         return self._counter[0]
 
+    def check_first_product(self) -> None:
+        """Raise ValueError if the next product is not finite (see ``_checked``)."""
+        self._counter[1] = 1
+
+    def _checked(self, y: Any) -> Any:
+        """NaN/Inf check of ``a`` for free: a product of ``a`` with a Gaussian matrix is
+        non-finite (with probability one) iff ``a`` has a NaN or Inf (or overflows)."""  # numpydoc ignore=PR01,RT01
+        if self._counter[1]:
+            self.check_norm(0.0 if bool(self.xp.all(self.xp.isfinite(y))) else math.inf)
+        return y
+
+    def check_norm(self, value: float) -> None:
+        """Pending NaN/Inf check from a norm (or sum) of ``a`` or of its first product."""  # numpydoc ignore=PR01
+        if self._counter[1]:
+            self._counter[1] = 0
+            if not math.isfinite(value):
+                msg = ("`a` contains NaN or Inf; clean the input or pass check_finite=False "
+                       "to skip this check")
+                raise ValueError(msg)
+
     def count_pass(self) -> None:
         """Record one full read of ``a`` made outside ``matmat``/``rmatmat``."""
         self._counter[0] += 1
 
     @property
-    def T(self) -> Operator:  # noqa: N802
+    def T(self) -> Operator:
         """The conjugate transpose (same data, same pass counter)."""  # numpydoc ignore=RT01
         return Operator(self.a, self.xp, dtype=self.dtype, dense=self.dense,
                         transposed=not self.transposed, counter=self._counter)
@@ -73,16 +96,25 @@ class Operator:
     def matmat(self, x: Any) -> Any:
         """``op @ x`` (one pass over ``a``)."""  # numpydoc ignore=PR01,RT01
         self._counter[0] += 1
-        return self._adjoint(x) if self.transposed else self._forward(x)
+        with _quiet(self._counter[1]):
+            return self._checked(self._adjoint(x) if self.transposed else self._forward(x))
 
     def rmatmat(self, y: Any) -> Any:
         """``opᴴ @ y`` (one pass over ``a``)."""  # numpydoc ignore=PR01,RT01
         self._counter[0] += 1
-        return self._forward(y) if self.transposed else self._adjoint(y)
+        with _quiet(self._counter[1]):
+            return self._checked(self._forward(y) if self.transposed else self._adjoint(y))
+
+
+def _quiet(active: int) -> Any:
+    """Silence NumPy's invalid-value warnings while a product is being checked for NaN/Inf."""  # numpydoc ignore=PR01,RT01
+    import numpy as np
+
+    return np.errstate(invalid="ignore", over="ignore") if active else contextlib.nullcontext()
 
 
 def _is_torch(xp: Any) -> bool:
-    from .._lib._compat import is_torch_namespace  # noqa: PLC0415
+    from .._lib._compat import is_torch_namespace
 
     return bool(is_torch_namespace(xp))
 
@@ -90,8 +122,8 @@ def _is_torch(xp: Any) -> bool:
 def as_operator(a: Any, xp: Any, dtype: Any) -> Operator:
     """Wrap a dense array (already of floating ``dtype``) or a SciPy sparse/LinearOperator."""  # numpydoc ignore=PR01,RT01
     if is_scipy_operator(a):
-        from scipy.sparse import issparse  # noqa: PLC0415
-        from scipy.sparse.linalg import aslinearoperator  # noqa: PLC0415
+        from scipy.sparse import issparse
+        from scipy.sparse.linalg import aslinearoperator
 
         if issparse(a):
             a = a.astype(dtype) if a.dtype != dtype else a

@@ -10,8 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ._linalg import conj_transpose
-from ._linalg import svd_flip
+from ._linalg import conj_transpose, svd_flip
 from ._randomized import empty, orthonormalize, project_out, randomized_svd, svd_from_basis
 
 __all__ = ["GUARD", "frobenius_sq", "probe_error_sq", "randqb", "sq_norm", "svd_approx"]
@@ -124,6 +123,7 @@ def svd_approx(op: Any, rank: int | None, rtol: float | None, *, n_oversamples: 
                xp: Any) -> tuple[Any, Any, Any, float, int]:
     """See docstring in `lowrank._randomized`."""  # numpydoc ignore=PR01,RT01
     norm_sq = frobenius_sq(op, xp)
+    op.check_norm(norm_sq)
     if norm_sq == 0.0 or min(op.m, op.n) == 0:
         U, S, Vh = empty(op, rank or 0, xp)
         return U, S, Vh, 0.0, op.passes

@@ -22,6 +22,7 @@ __all__ = [
     "range_finder",
     "subspace_basis",
     "svd_from_basis",
+    "thin_qr",
 ]
 
 
@@ -30,30 +31,34 @@ def _gram(Y: Any, xp: Any) -> Any:
     return conj_transpose(Y, xp) @ Y
 
 
-def _cholesky_qr(Y: Any, xp: Any) -> Any | None:
-    """Q of CholeskyQR, or None when the Gram matrix is too ill-conditioned for it."""  # numpydoc ignore=PR01,RT01
+def _cholesky_qr(Y: Any, xp: Any) -> tuple[Any, Any] | None:
+    """(Q, R) of CholeskyQR, or None when the Gram matrix is too ill-conditioned for it."""  # numpydoc ignore=PR01,RT01
     try:
         L = xp.linalg.cholesky(_gram(Y, xp))
-    except Exception:  # noqa: BLE001  (LinAlgError differs per backend)
+    except Exception:
         return None
     d = xp.abs(xp.linalg.diagonal(L))
     # diag(L) ratios bound cond(Y) from below; beyond eps^-1/4 CholeskyQR2 is not safe
     tiny = xp.finfo(Y.dtype).eps ** 0.25
-    if not bool(xp.all(xp.isfinite(d))) or bool(xp.any(d <= tiny * xp.max(d, axis=-1, keepdims=True))):
+    ok = xp.all(d > tiny * xp.max(d, axis=-1, keepdims=True))  # False on NaN too
+    if not bool(ok):
         return None
-    return Y @ conj_transpose(xp.linalg.inv(L), xp)
+    return Y @ conj_transpose(xp.linalg.inv(L), xp), conj_transpose(L, xp)
+
+
+def thin_qr(Y: Any, xp: Any) -> tuple[Any, Any]:
+    """Thin QR by CholeskyQR2 (GEMM speed), Householder QR when ill-conditioned."""  # numpydoc ignore=PR01,RT01
+    first = _cholesky_qr(Y, xp) if Y.shape[-1] > 0 else None
+    if first is not None:
+        second = _cholesky_qr(first[0], xp)  # restores orthogonality to O(eps)
+        if second is not None:
+            return second[0], second[1] @ first[1]
+    return xp.linalg.qr(Y)
 
 
 def orthonormalize(Y: Any, xp: Any) -> Any:
-    """Orthonormal basis of range(Y): CholeskyQR2, Householder QR when ill-conditioned."""  # numpydoc ignore=PR01,RT01
-    if Y.shape[-1] == 0:
-        return Y
-    Q = _cholesky_qr(Y, xp)
-    if Q is not None:
-        Q2 = _cholesky_qr(Q, xp)  # second pass restores orthogonality to O(eps)
-        if Q2 is not None:
-            return Q2
-    return xp.linalg.qr(Y).Q
+    """Orthonormal basis of range(Y) (Q of :func:`thin_qr`)."""  # numpydoc ignore=PR01,RT01
+    return Y if Y.shape[-1] == 0 else thin_qr(Y, xp)[0]
 
 
 def project_out(Y: Any, Q: Any | None, xp: Any) -> Any:
@@ -116,7 +121,7 @@ def svd_from_basis(Q: Any, W: Any, rank: int, xp: Any) -> tuple[Any, Any, Any]:
 
     The wide ``B`` is never factorised directly (HMT 2011 Alg. 5.1 on the thin side).
     """  # numpydoc ignore=PR01,RT01
-    Q2, R = xp.linalg.qr(W)
+    Q2, R = thin_qr(W, xp)
     Ur, S, Vrh = xp.linalg.svd(conj_transpose(R, xp), full_matrices=False)
     U = Q @ Ur[..., :rank]
     Vh = conj_transpose(Q2 @ conj_transpose(Vrh[..., :rank, :], xp), xp)
@@ -174,7 +179,7 @@ def empty(op: Any, rank: int, xp: Any) -> tuple[Any, Any, Any]:
 
 
 def _device(a: Any) -> Any:
-    from .._lib._compat import device  # noqa: PLC0415
+    from .._lib._compat import device
 
     return device(a)
 
