@@ -6,8 +6,7 @@
    (4096 x 4096 and 4096 x 11008, singular values 1/i, r = 8 and 32), torch CPU:
    lowrank (one batched call) vs PEFT's ``lora_ga_init`` (per layer,
    ``torch.svd_lowrank(q=min(4r, ...), niter=4)`` then its factor lines) vs the official
-   code (same SVD, its factor lines). ``lowrank-d2`` is a cheaper setting (Krylov depth 2,
-   block 2r + max(24, r)) for a speed comparison at roughly PEFT's accuracy. Accuracy: sine of the largest principal angle of
+   code (same SVD, its factor lines). Accuracy: sine of the largest principal angle of
    B0's columns (the singular block r..2r-1) against the exact block (known by
    construction), worst layer.
 2. Estimation memory on a small MLP: peak RSS above the model, in a fresh process,
@@ -97,11 +96,6 @@ def init_stage(shapes, ranks, layers, repeat):
             blocks = [U[:, r : 2 * r] for U in Us]
             runs = {
                 "lowrank": lambda s=stack, r=r: lowrank.lora_ga_init(s, r, scaling=2.0, rng=0).B,
-                "lowrank-d2": lambda s=stack, r=r: (
-                    lowrank.lora_ga_init(
-                        s, r, scaling=2.0, rng=0, n_oversamples=max(24, r), n_power_iter=2
-                    ).B
-                ),
                 "PEFT": lambda s=stack, r=r: [peft_factors(g, r)[1] for g in s],
                 "official": lambda s=stack, r=r: [official_factors(g, r)[1] for g in s],
             }

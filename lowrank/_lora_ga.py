@@ -53,7 +53,9 @@ class LoraGAInfo(NamedTuple):
     gap_2r : array of shape (...)
         ``σ_2r / σ_{2r+1}``: separation of the top-2r block from the rest; ``inf``
         when ``2 rank == min(out, in)``. Values near 1 mean a flat spectrum, where
-        the singular vectors LoRA-GA uses are ill-determined.
+        the singular vectors LoRA-GA uses are ill-determined. Singular values below
+        ``max(out, in) * eps * σ_1`` count as zero; a gap between two zeros is nan
+        (the gradient's rank is below that index, the vectors there are arbitrary).
     """
 
     S: Array

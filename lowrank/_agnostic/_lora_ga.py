@@ -132,7 +132,7 @@ def spectral_gaps(S: Any, rank: int, rtol: float, xp: Any) -> tuple[Any, Any]:
     nonzero over zero is inf, as is an index past the last σ. Performs no input
     validation.
     """  # numpydoc ignore=PR01,RT01
-    S = xp.where(S > rtol * S[..., :1], S, xp.zeros_like(S))
+    S = xp.where(rtol * S[..., :1] < S, S, xp.zeros_like(S))
 
     def ratio(i: int) -> Any:
         top = S[..., i - 1]
