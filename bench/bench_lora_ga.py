@@ -48,10 +48,9 @@ class LoraGAInit(XPBenchmark):
 
     def track_block_sine(self, backend, shape, rank):
         """Worst layer's sine of the largest principal angle of B0 vs U[:, r:2r]."""
-        from array_api_compat import to_device
-
         B = self._run().B
-        B = np.asarray(to_device(B, "cpu") if backend != "numpy" else B, dtype=np.float64)
+        B = B.get() if backend == "cupy" else B.cpu() if backend.startswith("torch") else B
+        B = np.asarray(np.from_dlpack(B), dtype=np.float64)
         r = self.rank
         worst = 0.0
         for i, U in enumerate(self.U):

@@ -32,10 +32,11 @@ def _init_table(ctx: DemoContext) -> None:
     """Time and [r, 2r) accuracy: lowrank (batched) vs PEFT's svd_lowrank(q=4r, niter=4)."""  # numpydoc ignore=PR01
     import lowrank
 
-    m, n, layers, r = (256, 512, 2, 8) if ctx.quick else (2048, 2048, 4, 8)
+    m, n, layers, r = (512, 1024, 2, 8) if ctx.quick else (2048, 2048, 4, 8)
+    reps = 1 if ctx.quick else 3
     stack, Us = _gradient_stack(m, n, layers)
     rows = []
-    t, B = timeit(lambda: lowrank.lora_ga_init(stack, r, scaling=2.0, rng=0).B, 3)
+    t, B = timeit(lambda: lowrank.lora_ga_init(stack, r, scaling=2.0, rng=0).B, reps)
     rows.append(
         ["lowrank (numpy)", t * 1e3, max(_sine(B[i], Us[i][:, r : 2 * r]) for i in range(layers))]
     )
@@ -46,7 +47,7 @@ def _init_table(ctx: DemoContext) -> None:
         torch = None
     if torch is not None:
         ts = torch.from_numpy(stack)
-        t, B = timeit(lambda: lowrank.lora_ga_init(ts, r, scaling=2.0, rng=0).B, 3)
+        t, B = timeit(lambda: lowrank.lora_ga_init(ts, r, scaling=2.0, rng=0).B, reps)
         rows.append(
             [
                 "lowrank (torch)",
@@ -56,7 +57,7 @@ def _init_table(ctx: DemoContext) -> None:
         )
         torch.manual_seed(0)
         t, Bs = timeit(
-            lambda: [torch.svd_lowrank(g, q=4 * r, niter=4)[0][:, r : 2 * r] for g in ts], 3
+            lambda: [torch.svd_lowrank(g, q=4 * r, niter=4)[0][:, r : 2 * r] for g in ts], reps
         )
         rows.append(
             [
@@ -99,7 +100,7 @@ def _loss_curves(quick: bool) -> dict[str, list[float]] | None:
     def train(model: Any) -> list[float]:
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.2)
         out = []
-        for _ in range(40 if quick else 200):
+        for _ in range(30 if quick else 200):
             loss = mse(model, (X, Y))
             out.append(loss.item())
             opt.zero_grad()
