@@ -110,8 +110,8 @@ def randomized_range_finder(a: Any, /, size: int, *, n_power_iter: int | None = 
 
     Returns
     -------
-    Q : array of shape (..., m, size)
-        Orthonormal columns. Passes over ``a``: ``2 * n_power_iter + 1``.
+    array of shape (..., m, size)
+        ``Q``, with orthonormal columns. Passes over ``a``: ``2 * n_power_iter + 1``.
 
     See Also
     --------
