@@ -1,7 +1,7 @@
 """Side-by-side comparison with the peers, one process, one run: ``python bench/compare.py TOPIC``.
 
-Topics: svd, cr, volume, lora_ga, lora_pro (each in bench/compare_<topic>.py with a
-``main(argv) -> int``). Prints versions, BLAS (threadpoolctl), medians of repeats and
+Topics: svd, cr, volume, lora_ga, lora_pro (each in bench/peers/compare_<topic>.py with a
+``main(argv) -> int``; kept out of asv's discovery, which only walks packages). Prints versions, BLAS (threadpoolctl), medians of repeats and
 ratios. Run it on an otherwise idle machine; compare ratios, not absolute times.
 """
 
@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in TOPICS:
         print(__doc__)
         return 2
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
     print(environment())
     module = importlib.import_module(f"compare_{argv[0]}")
     return module.main(argv[1:])

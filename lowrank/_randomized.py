@@ -150,7 +150,8 @@ def _device(op: Any) -> Any:
 
 
 def randomized_svd(a: Any, /, rank: int, *, n_oversamples: int = 10,
-                   n_power_iter: int | None = None, method: str = "auto", rng: Any = None,
+                   n_power_iter: int | None = None, method: str = "auto",
+                   block_size: int | None = None, rng: Any = None,
                    check_finite: bool = True, xp: Any = None) -> SVDResult:
     """Leading ``rank`` singular triplets of ``a`` by a randomized block method.
 
@@ -180,6 +181,11 @@ def randomized_svd(a: Any, /, rank: int, *, n_oversamples: int = 10,
         "subspace" is HMT 2011 Alg. 4.4 + 5.1; "block_krylov" the randomized block Krylov
         method of Musco & Musco (2015), more accurate at the same number of passes;
         "auto" currently always selects "block_krylov".
+    block_size : int, optional
+        Block width of "block_krylov" (``>= 1``); overrides the automatic width derived
+        from ``rank`` and ``n_oversamples``. LoRA-GA uses wide blocks (``2 rank + 32``)
+        to resolve singular vectors ``rank/2 .. rank`` accurately. Ignored by
+        "subspace".
     rng : None, int, numpy.random.Generator or torch.Generator, optional
         Source of the Gaussian test matrix, drawn with the backend's own generator on the
         array's device. The same seed gives the same result on the same backend.
@@ -246,12 +252,14 @@ def randomized_svd(a: Any, /, rank: int, *, n_oversamples: int = 10,
     rank = check_int(rank, "rank", low=0, high=min(op.m, op.n), high_name="min(m, n)")
     _check_common(n_oversamples, n_power_iter, rng)
     method = check_option(method, "method", _METHODS)
+    if block_size is not None:
+        check_int(block_size, "block_size", low=1)
     if rank == 0 and check_finite and op.dense:
         _check_finite(op.a, "a", xp)
     rand = Random(rng, xp, _device(op))
     U, S, Vh = _randomized.randomized_svd(
         op, rank, n_oversamples=n_oversamples, n_power_iter=n_power_iter, method=method,
-        rand=rand, xp=xp)
+        block_size=block_size, rand=rand, xp=xp)
     return SVDResult(*_cast(xp, out_dtype, U, S, Vh))
 
 

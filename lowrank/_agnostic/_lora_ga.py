@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from ._linalg import svd_flip
+from ._operator import as_operator
+from ._randomized import randomized_svd
 
 __all__ = [
     "FactorPlan",
@@ -50,78 +51,30 @@ def svd_defaults(rank: int, n_oversamples: int | None, n_power_iter: int | None)
     return over, 2 if 2 * rank + over >= 6 * rank else 3
 
 
-def block_krylov_svd(g: Any, k: int, depth: int, omega: Any, xp: Any) -> tuple[Any, Any, Any]:
-    """Randomized block Krylov SVD (Musco & Musco 2015, Alg. 2) with Rayleigh-Ritz.
-
-    Builds ``Q = [Y_0, ..., Y_depth]`` with ``Y_0 = orth(gΩ)`` and ``Y_{i+1} =
-    orth(g gᵀ Y_i)`` orthogonalised against the earlier blocks, then takes the SVD of
-    ``Qᵀ g``. The rows ``Y_iᵀ g = (gᵀ Y_i)ᵀ`` are the products the iteration computes
-    anyway, so only the last block costs an extra read: ``2 depth + 2`` reads of ``g``
-    at the block width, none at the full Krylov width. Returns the leading ``k``
-    triplets with sklearn signs. Performs no input validation.
-    """  # numpydoc ignore=PR01,RT01
-    gt = xp.matrix_transpose(g)
-    Y, _ = xp.linalg.qr(g @ omega)
-    blocks, rows = [Y], []
-    for _ in range(depth):
-        Z = gt @ Y
-        rows.append(xp.matrix_transpose(Z))
-        Y = _orthogonalise(g @ Z, blocks, xp)
-        blocks.append(Y)
-    rows.append(xp.matrix_transpose(gt @ Y))
-    Q = xp.concat(blocks, axis=-1)
-    Ub, S, Vh = _small_svd(xp.concat(rows, axis=-2), k, xp)
-    U, Vh = svd_flip(Q @ xp.astype(Ub, g.dtype), xp.astype(Vh, g.dtype), xp)
-    return U, xp.astype(S, g.dtype), Vh
-
-
-def _small_svd(rows: Any, k: int, xp: Any) -> tuple[Any, Any, Any]:
-    """Leading ``k`` triplets of the short, wide ``rows`` (p, n) through its float64 Gram.
-
-    ``rows rowsᵀ = Ub S² Ubᵀ`` (p x p, one ``eigh``) and ``Vh = Ubᵀ rows / S`` cost
-    O(p² n) instead of a p x n SVD (5-10x faster for p ~ 300). In float64 the squared
-    condition number is harmless down to σ_k ~ 1e-6 σ_1; below that (rank-deficient
-    gradients) the direct SVD keeps ``Vh`` orthonormal.
-    """  # numpydoc ignore=PR01,RT01
-    r64 = xp.astype(rows, xp.float64)
-    lam, vec = xp.linalg.eigh(r64 @ xp.matrix_transpose(r64))
-    lam, Ub = xp.flip(lam, axis=-1)[..., :k], xp.flip(vec, axis=-1)[..., :, :k]
-    S = xp.sqrt(xp.clip(lam, 0.0, None))
-    if not bool(xp.all(S[..., -1] > 1e-6 * S[..., 0])):
-        Ub, S, Vh = xp.linalg.svd(r64, full_matrices=False)
-        return Ub[..., :, :k], S[..., :k], Vh[..., :k, :]
-    Vh = (xp.matrix_transpose(Ub) @ r64) / S[..., :, None]
-    return Ub, S, Vh
-
-
-def _orthogonalise(Y: Any, blocks: list[Any], xp: Any) -> Any:
-    """Orthonormal basis of ``Y`` minus its projection on ``blocks`` (block CGS, twice)."""  # numpydoc ignore=PR01,RT01
-    for _ in range(2):  # "twice is enough": keeps Q orthonormal as the Krylov space converges
-        for prev in blocks:
-            Y = Y - prev @ (xp.matrix_transpose(prev) @ Y)
-    Y, _ = xp.linalg.qr(Y)
-    return Y
-
-
 def top_triplets(
     g: Any, k: int, *, svd: str, n_oversamples: int, n_power_iter: int, rand: Any, xp: Any
 ) -> tuple[Any, Any, Any]:
     """Leading ``k`` singular triplets of ``g`` (..., m, n), exact or randomized.
 
-    The randomized path is block Krylov of width ``2 (k // 2) + n_oversamples`` and
-    depth ``n_power_iter``. Small problems (Krylov space of at least half of
-    min(m, n)) use the exact SVD: it is cheaper there and has no sampling error.
+    The randomized path is the library's block Krylov SVD
+    (:func:`lowrank._agnostic._randomized.randomized_svd`) with blocks of width
+    ``2 (k // 2) + n_oversamples`` and depth ``n_power_iter``. Small problems (Krylov
+    space of at least half of min(m, n)) use the exact SVD: it is cheaper there and has
+    no sampling error.
     Performs no input validation.
     """  # numpydoc ignore=PR01,RT01
-    *batch, m, n = g.shape
+    m, n = g.shape[-2], g.shape[-1]
     width = min(2 * (k // 2) + n_oversamples, m, n)
     krylov_dim = width * (n_power_iter + 1)
     if svd == "exact" or 2 * krylov_dim >= min(m, n):
         from .._svd import truncated_svd
 
         return tuple(truncated_svd(g, k, check_finite=False, xp=xp))  # type: ignore[return-value]
-    omega = rand.standard_normal((*batch, n, width), g.dtype)
-    return block_krylov_svd(g, k, n_power_iter, omega, xp)
+    # the library's block Krylov SVD, with LoRA-GA's wide block (see svd_defaults)
+    op = as_operator(g, xp, g.dtype)
+    return randomized_svd(
+        op.T if op.m < op.n else op, k, n_oversamples=n_oversamples,
+        n_power_iter=n_power_iter, method="block_krylov", block_size=width, rand=rand, xp=xp)
 
 
 def spectral_gaps(S: Any, rank: int, rtol: float, xp: Any) -> tuple[Any, Any]:

@@ -136,7 +136,7 @@ def svd_from_basis(Q: Any, W: Any, rank: int, xp: Any) -> tuple[Any, Any, Any]:
 
 
 def auto_plan(op: Any, rank: int, n_oversamples: int, n_power_iter: int | None,
-              method: str) -> tuple[str, int, int]:
+              method: str, block_size: int | None = None) -> tuple[str, int, int]:
     """(method, block or sketch width, iterations) for the automatic defaults.
 
     Block Krylov spends the same products as subspace iteration but converges far faster
@@ -150,6 +150,7 @@ def auto_plan(op: Any, rank: int, n_oversamples: int, n_power_iter: int | None,
     limit = min(op.m, op.n)
     if method == "block_krylov":
         width = max(math.ceil(0.75 * rank), min(rank + n_oversamples, 20))
+        width = width if block_size is None else block_size
         n_iter = 3 if n_power_iter is None else n_power_iter
     else:
         width = rank + n_oversamples
@@ -158,11 +159,12 @@ def auto_plan(op: Any, rank: int, n_oversamples: int, n_power_iter: int | None,
 
 
 def randomized_svd(op: Any, rank: int, *, n_oversamples: int, n_power_iter: int | None,
-                   method: str, rand: Any, xp: Any) -> tuple[Any, Any, Any]:
+                   method: str, rand: Any, xp: Any,
+                   block_size: int | None = None) -> tuple[Any, Any, Any]:
     """See docstring in `lowrank._randomized`."""  # numpydoc ignore=PR01,RT01
     if rank == 0 or op.m == 0 or op.n == 0:
         return empty(op, rank, xp)
-    method, width, n_iter = auto_plan(op, rank, n_oversamples, n_power_iter, method)
+    method, width, n_iter = auto_plan(op, rank, n_oversamples, n_power_iter, method, block_size)
     if method == "block_krylov":
         Q, W = krylov_basis(op, width, n_iter, rand, xp)
     else:

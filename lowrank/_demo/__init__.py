@@ -36,16 +36,16 @@ class DemoContext:
         cells = [[str(h) for h in header]] + [[_fmt(c) for c in r] for r in rows]
         widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
         for k, r in enumerate(cells):
-            print("  " + "  ".join(c.rjust(w) if k else c.ljust(w) for c, w in zip(r, widths)))
+            print("  " + "  ".join(c.rjust(w) if k else c.ljust(w) for c, w in zip(r, widths, strict=True)))
             if k == 0:
                 print("  " + "  ".join("-" * w for w in widths))
 
     def pyplot(self) -> Any:
         """matplotlib.pyplot with a non-interactive backend, or None if not installed."""  # numpydoc ignore=RT01
         try:
-            import matplotlib
+            import matplotlib as mpl
 
-            matplotlib.use("Agg")
+            mpl.use("Agg")
             import matplotlib.pyplot as plt
         except ImportError:
             return None
