@@ -175,7 +175,7 @@ def randomized_svd(a: Any, /, rank: int, *, n_oversamples: int = 10,
         choice: 3 for "block_krylov" (8 passes of narrow blocks, about ``6 rank``
         column-products, fewer than two power iterations with ``rank + 10`` columns),
         4 for "subspace" (10 passes). Raise it for higher accuracy: 4 (10 passes) gives
-        excess errors below 6e-5 on the benchmark spectra of ``bench/compare_svd.py``,
+        excess errors below 6e-5 on the benchmark spectra of ``bench/peers/compare_svd.py``,
         under those of scikit-learn's 16-pass ``n_iter="auto"``.
     method : {"auto", "block_krylov", "subspace"}, default "auto"
         "subspace" is HMT 2011 Alg. 4.4 + 5.1; "block_krylov" the randomized block Krylov

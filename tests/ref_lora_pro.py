@@ -4,7 +4,7 @@ These are faithful ports of what the official code computes, not of its text: th
 DeepSpeed/``peta`` adjustment with ``pinv(S + 1e-8 I)``, the explicit out×out projector
 ``I − B (BᵀB)⁺ Bᵀ``, the complex-``eig`` Sylvester solve (A X + X B = C) and the step-0
 special case; plus brute-force and explicit-projector oracles on NumPy float64. They
-serve as test oracles and as the speed baseline in ``bench/compare_lora_pro.py``.
+serve as test oracles and as the speed baseline in ``bench/peers/compare_lora_pro.py``.
 """
 
 from __future__ import annotations

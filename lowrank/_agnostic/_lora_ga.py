@@ -43,7 +43,7 @@ def svd_defaults(rank: int, n_oversamples: int | None, n_power_iter: int | None)
     ``svd_lowrank(q=4r, niter=4)`` reads the gradient 10 times. On a 4096 x 4096
     float32 gradient with a 1/i spectrum the block [r, 2r) comes out with a largest
     principal-angle sine of ~5e-4 at r = 8 and 32 (PEFT: 1e-3 to 4e-3); see
-    ``bench/compare_lora_ga.py``.
+    ``bench/peers/compare_lora_ga.py``.
     """  # numpydoc ignore=PR01,RT01
     over = max(32, rank) if n_oversamples is None else n_oversamples
     if n_power_iter is not None:
