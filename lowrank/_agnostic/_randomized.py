@@ -32,18 +32,41 @@ def _gram(Y: Any, xp: Any) -> Any:
 
 
 def _cholesky_qr(Y: Any, xp: Any) -> tuple[Any, Any] | None:
-    """(Q, R) of CholeskyQR, or None when the Gram matrix is too ill-conditioned for it."""  # numpydoc ignore=PR01,RT01
+    """(Q, R) of CholeskyQR, or None when the Gram matrix is too ill-conditioned for it.
+
+    Single precision forms the small Gram matrix, its Cholesky factor and inverse in double
+    (r × r work, negligible next to the products): the factor is then exact enough that Q
+    loses only O(eps·cond) orthogonality instead of O(eps·cond²), so converged Krylov
+    blocks no longer fall back to the slow Householder QR in float32.
+    """  # numpydoc ignore=PR01,RT01
+    wide = _wider(Y.dtype, xp)
+    Yw = Y if wide is None else xp.astype(Y, wide)
     try:
-        L = xp.linalg.cholesky(_gram(Y, xp))
+        L = xp.linalg.cholesky(_gram(Yw, xp))
     except Exception:
         return None
     d = xp.abs(xp.linalg.diagonal(L))
-    # diag(L) ratios bound cond(Y) from below; beyond eps^-1/4 CholeskyQR2 is not safe
-    tiny = xp.finfo(Y.dtype).eps ** 0.25
+    # diag(L) ratios bound cond(Y) from below; beyond eps^-1/4 (working precision Gram) or
+    # eps^-1/2 / 16 (double Gram of single data) one CholeskyQR round is not safe
+    eps = float(xp.finfo(Y.dtype).eps)
+    tiny = eps ** 0.25 if wide is None else 16 * eps ** 0.5
     ok = xp.all(d > tiny * xp.max(d, axis=-1, keepdims=True))  # False on NaN too
     if not bool(ok):
         return None
-    return Y @ conj_transpose(xp.linalg.inv(L), xp), conj_transpose(L, xp)
+    Linv_h = conj_transpose(xp.linalg.inv(L), xp)
+    L_h = conj_transpose(L, xp)
+    if wide is not None:
+        Linv_h, L_h = xp.astype(Linv_h, Y.dtype), xp.astype(L_h, Y.dtype)
+    return Y @ Linv_h, L_h
+
+
+def _wider(dtype: Any, xp: Any) -> Any:
+    """Double-precision twin of a single-precision dtype, else None."""  # numpydoc ignore=PR01,RT01
+    if dtype == xp.float32:
+        return xp.float64
+    if dtype == xp.complex64:
+        return xp.complex128
+    return None
 
 
 def thin_qr(Y: Any, xp: Any) -> tuple[Any, Any]:

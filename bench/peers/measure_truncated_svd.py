@@ -1,6 +1,6 @@
-"""Measure truncated_svd against the exact peers (the table in docs/readme/svd.md).
+"""Measure truncated_svd against the exact peers (the table in README.md).
 
-Run: ``python docs/readme/measure_svd.py``. One process; every method is warmed up, then
+Run: ``python bench/peers/measure_truncated_svd.py``. One process; every method is warmed up, then
 3 repeats run interleaved round-robin (so load drift hits all methods alike); medians,
 speed-up over the full thin SVD, and excess error err/err_opt - 1 are printed.
 """
