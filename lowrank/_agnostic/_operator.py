@@ -37,7 +37,11 @@ class Operator:
         self.complex = xp.isdtype(dtype, "complex floating")
         m, n = a.shape[-2], a.shape[-1]
         self.batch = tuple(a.shape[:-2])
-        self.row_panels = dense and _is_torch(xp)
+        # torch's CPU GEMM: (xᵀ aᵀ)ᵀ beats a @ x only in double; in single precision plain
+        # a @ x and aᵀ @ y are 1.2-1.6x faster (measured on 4096² and 100000 × 512)
+        single = dtype in (xp.float32, xp.complex64)
+        self.row_panels = dense and _is_torch(xp) and not single
+        self.plain_adjoint = dense and _is_torch(xp) and single and not self.complex
         self.m, self.n = (n, m) if transposed else (m, n)
 
     @property
@@ -89,6 +93,8 @@ class Operator:
         if not self.dense:
             out = self.a.rmatmat(y) if hasattr(self.a, "rmatmat") else self.a.conj().T @ y
             return xp.asarray(out, dtype=self.dtype)
+        if self.plain_adjoint:
+            return xp.matrix_transpose(self.a) @ y
         if not self.complex:  # (yᵀ a)ᵀ: 1.3-2x faster than aᵀ @ y on OpenBLAS and MKL
             return xp.matrix_transpose(xp.matrix_transpose(y) @ self.a)
         return xp.conj(xp.matrix_transpose(xp.conj(xp.matrix_transpose(y)) @ self.a))

@@ -31,15 +31,15 @@ def _gram(Y: Any, xp: Any) -> Any:
     return conj_transpose(Y, xp) @ Y
 
 
-def _cholesky_qr(Y: Any, xp: Any) -> tuple[Any, Any] | None:
+def _cholesky_qr(Y: Any, xp: Any, mixed: bool = False) -> tuple[Any, Any] | None:
     """(Q, R) of CholeskyQR, or None when the Gram matrix is too ill-conditioned for it.
 
-    Single precision forms the small Gram matrix, its Cholesky factor and inverse in double
-    (r × r work, negligible next to the products): the factor is then exact enough that Q
-    loses only O(eps·cond) orthogonality instead of O(eps·cond²), so converged Krylov
-    blocks no longer fall back to the slow Householder QR in float32.
+    With ``mixed``, single precision forms the small Gram matrix, its Cholesky factor and
+    inverse in double (r × r work, negligible next to the products): the factor is then
+    exact enough that Q loses only O(eps·cond) orthogonality instead of O(eps·cond²), so
+    converged Krylov blocks no longer fall back to the slow Householder QR in float32.
     """  # numpydoc ignore=PR01,RT01
-    wide = _wider(Y.dtype, xp)
+    wide = _wider(Y.dtype, xp) if mixed else None
     Yw = Y if wide is None else xp.astype(Y, wide)
     try:
         L = xp.linalg.cholesky(_gram(Yw, xp))
@@ -47,9 +47,9 @@ def _cholesky_qr(Y: Any, xp: Any) -> tuple[Any, Any] | None:
         return None
     d = xp.abs(xp.linalg.diagonal(L))
     # diag(L) ratios bound cond(Y) from below; beyond eps^-1/4 (working precision Gram) or
-    # eps^-1/2 / 16 (double Gram of single data) one CholeskyQR round is not safe
+    # eps^-1/2 (double Gram of single data) one CholeskyQR round is not safe
     eps = float(xp.finfo(Y.dtype).eps)
-    tiny = eps ** 0.25 if wide is None else 16 * eps ** 0.5
+    tiny = eps ** 0.25 if wide is None else eps ** 0.5
     ok = xp.all(d > tiny * xp.max(d, axis=-1, keepdims=True))  # False on NaN too
     if not bool(ok):
         return None
@@ -69,11 +69,11 @@ def _wider(dtype: Any, xp: Any) -> Any:
     return None
 
 
-def thin_qr(Y: Any, xp: Any) -> tuple[Any, Any]:
+def thin_qr(Y: Any, xp: Any, mixed: bool = False) -> tuple[Any, Any]:
     """Thin QR by CholeskyQR2 (GEMM speed), Householder QR when ill-conditioned."""  # numpydoc ignore=PR01,RT01
-    first = _cholesky_qr(Y, xp) if Y.shape[-1] > 0 else None
+    first = _cholesky_qr(Y, xp, mixed) if Y.shape[-1] > 0 else None
     if first is not None:
-        second = _cholesky_qr(first[0], xp)  # restores orthogonality to O(eps)
+        second = _cholesky_qr(first[0], xp)  # cond ≈ 1 now: working precision restores O(eps)
         if second is not None:
             return second[0], second[1] @ first[1]
     return xp.linalg.qr(Y)
@@ -98,10 +98,10 @@ def _next_block(Y: Any, Q: Any | None, xp: Any) -> Any:
     orthonormal block, which is what CholeskyQR2's second pass would do anyway.
     """  # numpydoc ignore=PR01,RT01
     if Q is None:
-        return orthonormalize(Y, xp)
-    for _ in range(2):
+        return thin_qr(Y, xp, mixed=True)[0] if Y.shape[-1] > 0 else Y
+    for mixed in (True, False):  # round 2 starts nearly orthonormal: working precision will do
         Y = project_out(Y, Q, xp)
-        one = _cholesky_qr(Y, xp) if Y.shape[-1] > 0 else None
+        one = _cholesky_qr(Y, xp, mixed) if Y.shape[-1] > 0 else None
         Y = one[0] if one is not None else xp.linalg.qr(Y).Q
     return Y
 
@@ -151,7 +151,7 @@ def svd_from_basis(Q: Any, W: Any, rank: int, xp: Any) -> tuple[Any, Any, Any]:
 
     The wide ``B`` is never factorised directly (HMT 2011 Alg. 5.1 on the thin side).
     """  # numpydoc ignore=PR01,RT01
-    Q2, R = thin_qr(W, xp)
+    Q2, R = thin_qr(W, xp, mixed=True)
     Ur, S, Vrh = xp.linalg.svd(conj_transpose(R, xp), full_matrices=False)
     U = Q @ Ur[..., :rank]
     Vh = conj_transpose(Q2 @ conj_transpose(Vrh[..., :rank, :], xp), xp)
