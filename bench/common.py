@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 import numpy as np
+from lowrank.kernels._probe import gpu_available
 
 try:
     from asv_runner.benchmarks.mark import SkipNotImplemented
@@ -27,20 +28,13 @@ def namespace(backend):
     if backend == "torch:cuda" and not mod.cuda.is_available():
         msg = "no CUDA for torch"
         raise SkipNotImplemented(msg)
-    if backend == "cupy" and not _cupy_gpu(mod):
+    if backend == "cupy" and not gpu_available():
         msg = "no CUDA for cupy"
         raise SkipNotImplemented(msg)
     from array_api_compat import array_namespace
 
     xp = array_namespace(mod.empty(0))
     return xp, (dev or None)
-
-
-def _cupy_gpu(cupy):
-    try:
-        return bool(cupy.cuda.is_available())
-    except Exception:  # CUDARuntimeError without a driver
-        return False
 
 
 def synchronize(backend):

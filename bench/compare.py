@@ -1,7 +1,8 @@
 """Side-by-side comparison with the peers, one process, one run: ``python bench/compare.py TOPIC``.
 
 Topics: svd, cr, volume, lora_ga, lora_pro (each in bench/peers/compare_<topic>.py with a
-``main(argv) -> int``; kept out of asv's discovery, which only walks packages). Prints versions, BLAS (threadpoolctl), medians of repeats and
+``main(argv) -> int``; kept out of asv's discovery, which only walks packages). Prints
+versions, BLAS (threadpoolctl), medians of repeats and
 ratios. Run it on an otherwise idle machine; compare ratios, not absolute times.
 """
 

@@ -1,29 +1,10 @@
 """numba-cuda launch utilities: GPU probe, simulator check, CuPy stream, launch config."""
 
-import os
-
 from numba import cuda
 
+from ._probe import gpu_available, simulator_enabled
 
-def simulator_enabled():
-    """Whether numba's CUDA simulator is on (read by numba at import time)."""
-    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
-
-
-def gpu_available():
-    """Whether a real CUDA device is usable, probed through CuPy (never numba).
-
-    ``numba.cuda.is_available()`` returns True under the simulator, so it cannot tell.
-    """
-    try:
-        import cupy
-        from cupy.cuda.runtime import CUDARuntimeError
-    except ImportError:
-        return False
-    try:
-        return bool(cupy.cuda.is_available())
-    except CUDARuntimeError:
-        return False
+__all__ = ["current_stream", "gpu_available", "launch_config", "simulator_enabled"]
 
 
 def current_stream():

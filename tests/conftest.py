@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 from hypothesis import settings
+from lowrank.kernels._probe import gpu_available
 
 import lowrank
 
@@ -28,19 +29,6 @@ class Backend(enum.Enum):
     @property
     def module_name(self) -> str:
         return self.value.split(":")[0]
-
-
-def gpu_available() -> bool:
-    """Probe CUDA through CuPy, never numba (which says yes under the simulator)."""
-    try:
-        import cupy
-        from cupy.cuda.runtime import CUDARuntimeError
-    except ImportError:
-        return False
-    try:
-        return bool(cupy.cuda.is_available())
-    except CUDARuntimeError:
-        return False
 
 
 def torch_cuda_available() -> bool:

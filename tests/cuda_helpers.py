@@ -13,25 +13,14 @@ import os
 
 import numpy as np
 import pytest
+from lowrank.kernels._probe import gpu_available
 
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
 
-def _gpu() -> bool:
-    try:
-        import cupy
-        from cupy.cuda.runtime import CUDARuntimeError
-    except ImportError:
-        return False
-    try:
-        return bool(cupy.cuda.is_available())
-    except CUDARuntimeError:
-        return False
-
-
 def require_cuda_or_sim() -> bool:
     """Skip the calling module unless the CUDA simulator is on or a GPU is present."""
-    if not SIM and not _gpu():
+    if not SIM and not gpu_available():
         pytest.skip("needs NUMBA_ENABLE_CUDASIM=1 or a CUDA GPU", allow_module_level=True)
     return SIM
 
