@@ -7,18 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from lowrank._demo.lora_ga import _gradient_stack as _stack
+
 from .common import SkipNotImplemented, XPBenchmark, to_backend
-
-
-def _stack(m, n, layers, seed=0):
-    """float32 stack with singular values 1/i and the exact U of each layer (host)."""
-    rng = np.random.default_rng(seed)
-    k = min(m, n)
-    U = np.linalg.qr(rng.standard_normal((m, k)))[0]
-    V = np.linalg.qr(rng.standard_normal((n, k)))[0]
-    base = (U / np.arange(1, k + 1)) @ V.T
-    perms = [rng.permutation(m) for _ in range(layers)]
-    return np.stack([base[p] for p in perms]).astype(np.float32), [U[p] for p in perms]
 
 
 class LoraGAInit(XPBenchmark):
