@@ -179,11 +179,29 @@ def test_bad_inputs(xp, asarray):
         lowrank.randomized_svd(a, 1, n_power_iter=-2)
     with pytest.raises(ValueError, match="`size`"):
         lowrank.randomized_range_finder(a, 7)
+    with pytest.raises(ValueError, match=r"`block_size`.*got 0"):
+        lowrank.randomized_svd(a, 1, block_size=0)
+    with pytest.raises(TypeError, match="`block_size` must be an integer"):
+        lowrank.randomized_svd(a, 1, block_size=2.5)
     bad = np.ones((6, 4))
     for value in (np.nan, np.inf):
         bad[2, 1] = value
         with pytest.raises(ValueError, match="NaN or Inf"):
             lowrank.randomized_svd(asarray(bad), 1)
+
+
+@pytest.mark.parametrize("block_size", [3, 8])
+def test_block_size_is_honoured(block_size):
+    """Explicit blocks give a near-optimal rank-6 approximation and are really used."""
+    s = 1.0 / np.arange(1, 61)
+    a = matrix_with_spectrum(120, 80, s, seed=3)
+    U, S, Vh = lowrank.randomized_svd(a, 6, method="block_krylov", block_size=block_size, rng=0)
+    opt = np.sqrt(np.sum(s[6:] ** 2))
+    assert np.linalg.norm(a - (U * S) @ Vh) <= 1.05 * opt
+    np.testing.assert_allclose(U.T @ U, np.eye(6), atol=1e-12)
+    # the block really is used: the default block (16 columns here) sketches differently
+    default = lowrank.randomized_svd(a, 6, method="block_krylov", rng=0)
+    assert np.max(np.abs(S - default.S)) > 1e-10
 
 
 def test_mixed_namespace_rejected(xp, asarray):

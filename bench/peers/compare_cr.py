@@ -12,26 +12,21 @@ exact product and the NumPy prototype. ``--quick`` uses small sizes (seconds).
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 import lowrank
 from lowrank import cr_expected_error, cr_matmul, cr_norms
+from lowrank._demo import timeit
 
 TARGETS = {"float64": 8.0, "float32": 7.0}  # end-to-end speed-up over the exact product
 TARGET_NORMS = 13.0  # with precomputed norms
 TARGET_FLOOR = 1.3  # end-to-end time / floor
 
 
-def median_time(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+def median_time(fn, repeat=5):
+    """Median seconds of ``fn()`` over ``repeat`` runs after a warm-up (lowrank._demo.timeit)."""
+    return timeit(fn, repeat)[0]
 
 
 def power_law(n, inner, m, alpha, dtype, seed=0):

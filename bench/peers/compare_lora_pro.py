@@ -17,9 +17,7 @@ count (``--threads N`` for one setting). Compare ratios, not absolute times.
 from __future__ import annotations
 
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -29,17 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from ref_lora_pro import ref_lora_pro_adjust
 
 import lowrank
+from lowrank._demo import timeit
 from lowrank.torch import LoRAProAdamW
 
 
 def median_time(fn, repeat=5):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median seconds of ``fn()`` over ``repeat`` runs after a warm-up (lowrank._demo.timeit)."""
+    return timeit(fn, repeat)[0]
 
 
 def layer(out, n_in, r, seed=0, dtype=torch.float32):
