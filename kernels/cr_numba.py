@@ -3,15 +3,13 @@
 Layout-aware: every loop walks memory contiguously. Column norms of a C-ordered matrix
 are accumulated row by row into per-thread partial sums; row norms of a C-ordered
 matrix are per-row reductions; F-ordered inputs are handled as the C-ordered transpose.
+Large loops run in chunks on a thread pool (``_threads``: why not ``prange``).
 """
 
-import types
-
-import numba
 import numpy as np
-from numba import prange
 
-from ._jit import njit, pjit
+from ._jit import njit
+from ._threads import n_workers, parallel_for
 
 # Below this many elements a parallel region costs more than it saves (thread wake-up).
 _PARALLEL_MIN = 1 << 20
@@ -39,8 +37,9 @@ def _sumsq(x):
     return total
 
 
-def _row_norms(x, out):
-    for i in prange(x.shape[0]):
+@njit
+def _row_norms(lo, hi, x, out):
+    for i in range(lo, hi):
         out[i] = np.sqrt(_sumsq(x[i]))
 
 
@@ -59,32 +58,39 @@ def _add_squares(x, lo, hi, acc):
             acc[j] += r0[j] * r0[j]
 
 
-def _col_norms(x, out, n_chunks):
-    rows, cols = x.shape
-    partial = np.zeros((n_chunks, cols), dtype=out.dtype)
-    step = (rows + n_chunks - 1) // n_chunks
-    for c in prange(n_chunks):
-        _add_squares(x, c * step, min(rows, (c + 1) * step), partial[c])
-    for j in range(cols):
+@njit
+def _col_partials(lo, hi, x, partial, step):
+    # chunk c sums the squares of rows c*step .. (c+1)*step-1 into partial[c]
+    for c in range(lo, hi):
+        _add_squares(x, c * step, min(x.shape[0], (c + 1) * step), partial[c])
+
+
+@njit
+def _sqrt_of_sums(lo, hi, partial, out):
+    for j in range(lo, hi):
         s = partial[0, j]
-        for c in range(1, n_chunks):
+        for c in range(1, partial.shape[0]):
             s += partial[c, j]
         out[j] = np.sqrt(s)
 
 
-def _chunks(rows):
-    return max(1, min(numba.get_num_threads(), rows))
+def _col_norms(x, out, n_chunks):
+    rows, cols = x.shape
+    partial = np.zeros((n_chunks, cols), dtype=out.dtype)
+    step = -(-rows // n_chunks) if rows else 1
+    parallel_for(_col_partials, n_chunks, x, partial, step, n_chunks=n_chunks)
+    parallel_for(_sqrt_of_sums, cols, partial, out, n_chunks=1)
 
 
 def _axis_norms(x, out, axis):
     """Norms along ``axis`` (0: of columns, 1: of rows) of a 2-D array, layout-aware."""
     if _f_only(x):
         x, axis = x.T, 1 - axis  # the transpose is C-ordered
-    big = x.size >= _PARALLEL_MIN
+    chunks = _chunks(x.size, x.shape[0])
     if axis == 1:
-        (_row_norms_p if big else _row_norms_s)(x, out)
+        parallel_for(_row_norms, x.shape[0], x, out, n_chunks=chunks)
     else:
-        (_col_norms_p if big else _col_norms_s)(x, out, _chunks(x.shape[0]) if big else 1)
+        _col_norms(x, out, chunks)
 
 
 def cr_norms(a, b, a_norms, b_norms):
@@ -99,9 +105,10 @@ def cr_norms(a, b, a_norms, b_norms):
         _axis_norms(b, b_norms, 1)
 
 
-def _gather_rows_of(src, idx, scale, out):
-    # out[j, :] = src[idx[j], :] * scale[j]: contiguous row copies, parallel over j
-    for j in prange(idx.shape[0]):
+@njit
+def _gather_rows_of(lo, hi, src, idx, scale, out):
+    # out[j, :] = src[idx[j], :] * scale[j]: contiguous row copies
+    for j in range(lo, hi):
         s = scale[j]
         row = src[idx[j]]
         dst = out[j]
@@ -109,82 +116,68 @@ def _gather_rows_of(src, idx, scale, out):
             dst[k] = row[k] * s
 
 
-def _gather_cols_of(src, idx, scale, out):
-    # out[i, j] = src[i, idx[j]] * scale[j] for C-ordered src, four rows per sweep (four
-    # independent load streams hide latency); sorted idx -> forward access; parallel rows
-    n, r = src.shape[0], idx.shape[0]
-    for q in prange((n + 3) // 4):
-        lo = 4 * q
-        if lo + 4 <= n:
-            r0, r1, r2, r3 = src[lo], src[lo + 1], src[lo + 2], src[lo + 3]
-            d0, d1, d2, d3 = out[lo], out[lo + 1], out[lo + 2], out[lo + 3]
-            for j in range(r):
-                c, s = idx[j], scale[j]
-                d0[j] = r0[c] * s
-                d1[j] = r1[c] * s
-                d2[j] = r2[c] * s
-                d3[j] = r3[c] * s
-        else:
-            for i in range(lo, n):
-                row, dst = src[i], out[i]
-                for j in range(r):
-                    dst[j] = row[idx[j]] * scale[j]
+@njit
+def _gather_cols_of(lo, hi, src, idx, scale, out):
+    # out[i, j] = src[i, idx[j]] * scale[j] for C-ordered src and rows lo..hi-1, four rows
+    # per sweep (four independent load streams hide latency); sorted idx -> forward access
+    r = idx.shape[0]
+    stop = hi - (hi - lo) % 4
+    for i in range(lo, stop, 4):
+        r0, r1, r2, r3 = src[i], src[i + 1], src[i + 2], src[i + 3]
+        d0, d1, d2, d3 = out[i], out[i + 1], out[i + 2], out[i + 3]
+        for j in range(r):
+            c, s = idx[j], scale[j]
+            d0[j] = r0[c] * s
+            d1[j] = r1[c] * s
+            d2[j] = r2[c] * s
+            d3[j] = r3[c] * s
+    for i in range(stop, hi):
+        row, dst = src[i], out[i]
+        for j in range(r):
+            dst[j] = row[idx[j]] * scale[j]
 
 
 _BLOCK = 64
 
 
-def _gather_cols_of_f(src_t, idx, scale, out):
+@njit
+def _gather_cols_of_f(lo, hi, src_t, idx, scale, out):
     # src_t is the C-ordered transpose of an F-ordered src; out[i, j] = src_t[idx[j], i]
-    # blocks of rows keep both the column reads and the row writes cache-resident
+    # for row blocks lo..hi-1: blocks keep both the column reads and the row writes cached
     n = src_t.shape[1]
     r = idx.shape[0]
-    for blk in prange((n + _BLOCK - 1) // _BLOCK):
-        lo = blk * _BLOCK
-        hi = min(n, lo + _BLOCK)
+    for blk in range(lo, hi):
+        start = blk * _BLOCK
+        stop = min(n, start + _BLOCK)
         for j in range(r):
             col = src_t[idx[j]]
             s = scale[j]
-            for i in range(lo, hi):
+            for i in range(start, stop):
                 out[i, j] = col[i] * s
 
 
-def _gather_rows_of_f(src_t, idx, scale, out):
+@njit
+def _gather_rows_of_f(lo, hi, src_t, idx, scale, out):
     # src_t is the C-ordered transpose of an F-ordered src; out[j, k] = src_t[k, idx[j]]
-    # each row of src_t is swept forward once; writes stay inside a block of columns
+    # for column blocks lo..hi-1: each row of src_t is swept forward once
     m = src_t.shape[0]
     r = idx.shape[0]
-    for blk in prange((m + _BLOCK - 1) // _BLOCK):
+    for blk in range(lo, hi):
         for k in range(blk * _BLOCK, min(m, (blk + 1) * _BLOCK)):
             row = src_t[k]
             for j in range(r):
                 out[j, k] = row[idx[j]] * scale[j]
 
 
-# serial and parallel builds of each loop nest, chosen by problem size
-def _serial(fn):
-    """A serial build under its own qualname, so numba's cache keeps both builds apart."""
-    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial")
-    twin.__qualname__ = fn.__qualname__ + "_serial"
-    return njit(twin)
+def _chunks(size, n_items):
+    """Chunks for a loop over ``n_items`` touching ``size`` elements: 1 when small."""
+    if size < _PARALLEL_MIN:
+        return 1
+    return max(1, min(n_workers(), n_items))
 
 
-_row_norms_s, _row_norms_p = _serial(_row_norms), pjit(_row_norms)
-_col_norms_s, _col_norms_p = _serial(_col_norms), pjit(_col_norms)
-_GATHER = {
-    name: (_serial(fn), pjit(fn))
-    for name, fn in [
-        ("rows", _gather_rows_of),
-        ("cols", _gather_cols_of),
-        ("cols_f", _gather_cols_of_f),
-        ("rows_f", _gather_rows_of_f),
-    ]
-}
-
-
-def _gather(name, src, idx, scale, out):
-    serial, parallel = _GATHER[name]
-    (parallel if out.size >= _PARALLEL_MIN else serial)(src, idx, scale, out)
+def _blocks(n):
+    return -(-n // _BLOCK)
 
 
 def _f_only(x):
@@ -192,17 +185,19 @@ def _f_only(x):
 
 
 def _gather_columns(a, idx, scale, C):
+    chunks = _chunks(C.size, C.shape[0])
     if _f_only(a):
-        _gather("cols_f", a.T, idx, scale, C)
+        parallel_for(_gather_cols_of_f, _blocks(C.shape[0]), a.T, idx, scale, C, n_chunks=chunks)
     else:
-        _gather("cols", a, idx, scale, C)
+        parallel_for(_gather_cols_of, C.shape[0], a, idx, scale, C, n_chunks=chunks)
 
 
 def _gather_rows(b, idx, scale, R):
+    chunks = _chunks(R.size, R.shape[0])
     if _f_only(b):
-        _gather("rows_f", b.T, idx, scale, R)
+        parallel_for(_gather_rows_of_f, _blocks(R.shape[1]), b.T, idx, scale, R, n_chunks=chunks)
     else:
-        _gather("rows", b, idx, scale, R)
+        parallel_for(_gather_rows_of, R.shape[0], b, idx, scale, R, n_chunks=chunks)
 
 
 def cr_gather_scale(a, b, idx, col_scale, row_scale, C, R):

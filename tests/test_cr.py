@@ -383,3 +383,36 @@ def test_mixed_namespaces_rejected():
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match="namespace"):
         cr_factors(X3, torch.asarray(Y3), 2)
+
+
+# -- cr_matmul merges repeated draws ---------------------------------------------------
+
+
+def test_merge_repeats_sums_weights_of_equal_indices():
+    idx = np.array([1, 1, 1, 4, 7, 7], dtype=np.int64)
+    lam = np.array([0.5, 0.5, 0.5, 2.0, 3.0, 3.0])
+    m_idx, m_lam = agn.merge_repeats(idx, lam, npx)
+    np.testing.assert_array_equal(m_idx, [1, 4, 7])
+    np.testing.assert_allclose(m_lam, [1.5, 2.0, 6.0])
+    distinct = np.array([0, 2, 3], dtype=np.int64)
+    assert agn.merge_repeats(distinct, lam[:3], npx)[0] is distinct  # nothing to merge
+
+
+@pytest.mark.parametrize("kw", [{}, {"rescale": "diagonal"}, {"probabilities": "uniform"}])
+@pytest.mark.parametrize("batched", [False, True])
+def test_cr_matmul_equals_the_factors_product_with_many_repeats(kw, batched):
+    # alpha = 2: a few heavy outer products are drawn again and again
+    X, Y = power_law(11, 40, 9, alpha=2.0, seed=8)
+    if batched:
+        X = np.stack([X, X[::-1]])
+    f = cr_factors(X, Y, 64, rng=7, **kw)
+    if not batched:
+        assert np.unique(f.indices).size < 64 // 2  # the merge really has work to do
+    M = cr_matmul(X, Y, 64, rng=7, **kw)
+    np.testing.assert_allclose(M, f.C @ f.R, rtol=1e-12, atol=1e-12)
+
+
+def test_merged_product_is_still_unbiased():
+    X, Y = power_law(6, 12, 5, alpha=1.5, seed=9)
+    mean = np.mean([cr_matmul(X, Y, 20, rng=s) for s in range(4000)], axis=0)
+    assert np.linalg.norm(mean - X @ Y) < 0.05 * np.linalg.norm(X @ Y)

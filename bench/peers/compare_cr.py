@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from floor import stream_read
 
 import lowrank
-from lowrank import cr_expected_error, cr_matmul, cr_norms
+from lowrank import cr_expected_error, cr_factors, cr_matmul, cr_norms
 from lowrank._demo import timeit
 
 TARGETS = {"float64": 8.0, "float32": 7.0}  # end-to-end speed-up over the exact product
@@ -37,26 +38,6 @@ def power_law(n, inner, m, alpha, dtype, seed=0):
     return X, rng.standard_normal((inner, m)).astype(dtype)
 
 
-def _stream_read_kernel():
-    import numba
-
-    prange = numba.prange
-
-    @numba.njit(parallel=True, nogil=True)
-    def total(x):  # sum of every element, parallel over rows: one streaming read
-        s = 0.0
-        for i in prange(x.shape[0]):
-            row = x[i]
-            acc = np.zeros(8, dtype=x.dtype)
-            for j in range(0, row.shape[0] - 7, 8):
-                for k in range(8):
-                    acc[k] += row[j + k]
-            s += acc.sum()
-        return s
-
-    return total
-
-
 def numpy_prototype(X, Y, r, rng):
     """The plain NumPy importance-sampling prototype of ANCHORS §10."""
     w = np.linalg.norm(X, axis=0) * np.linalg.norm(Y, axis=1)
@@ -66,9 +47,14 @@ def numpy_prototype(X, Y, r, rng):
     return (X[:, idx] * scale) @ (Y[idx] * scale[:, None])
 
 
+def distinct_draws(X, Y, r, seeds=20):
+    """Mean number of distinct indices among ``r`` optimal draws (what the product costs)."""
+    return np.mean([np.unique(cr_factors(X, Y, r, rng=s).indices).size for s in range(seeds)])
+
+
 def time_rows(X, Y, r, repeat):
     """{label: seconds} for one dtype."""
-    read = _stream_read_kernel()
+    read = stream_read()
     idx = np.sort(np.random.default_rng(0).choice(X.shape[1], r))
     C, R = np.ascontiguousarray(X[:, idx]), np.ascontiguousarray(Y[idx])
     norms = cr_norms(X, Y)
@@ -96,9 +82,9 @@ def time_rows(X, Y, r, repeat):
     return t
 
 
-def print_times(results):
+def print_times(results, title):
     dtypes = list(results)
-    print(f"\n{'stage':28s}" + "".join(f"{d:>12s} {'speed-up':>9s}" for d in dtypes))
+    print(f"\n{title}\n{'stage':28s}" + "".join(f"{d:>12s} {'speed-up':>9s}" for d in dtypes))
     for label in results[dtypes[0]]:
         line = f"{label:28s}"
         for d in dtypes:
@@ -160,14 +146,21 @@ def main(argv):
     print(
         f"X {n}x{inner} @ Y {inner}x{m}, rank {r} ({inner // r}x fewer flops); "
         f"lowrank {lowrank.__version__};"
-        f" medians of {repeat} after a warm-up; power-law data a=1"
+        f" medians of {repeat} after a warm-up"
     )
-    results = {}
-    for dtype in ("float64", "float32"):
-        X, Y = power_law(n, inner, m, 1.0, dtype)
-        results[dtype] = time_rows(X, Y, r, repeat)
-        del X, Y
-    print_times(results)
+    # a = 1: heavy indices are drawn repeatedly (cr_matmul merges repeats: a smaller
+    # product); a = 0.5: nearly all draws distinct, so the gain must come from the kernels
+    for alpha in (1.0, 0.5):
+        results = {}
+        for dtype in ("float64", "float32"):
+            X, Y = power_law(n, inner, m, alpha, dtype)
+            results[dtype] = time_rows(X, Y, r, repeat)
+            distinct = distinct_draws(X, Y, r)
+            del X, Y
+        print_times(
+            results,
+            f"power-law data a={alpha}: {distinct:.0f} distinct indices in {r} optimal draws",
+        )
     error_rows(n, inner, m, r, seeds=8 if args.quick else 20)
     print(
         "\nratio columns: exact time / stage time; the machine may be shared, so compare "

@@ -21,28 +21,11 @@ import argparse
 import time
 
 import numpy as np
+from floor import stream_read
 
 import lowrank
 
 TARGETS = {(3, 2): 40.0, (16, 4): 5.0}
-
-
-def stream_read():
-    """A parallel numba sum over the input: the time to read it once."""
-    import numba
-
-    @numba.njit(parallel=True, nogil=True, cache=True)
-    def total(flat, n_chunks):
-        s = 0.0
-        size = flat.shape[0]
-        for c in numba.prange(n_chunks):
-            acc = 0.0
-            for i in range(c * size // n_chunks, (c + 1) * size // n_chunks):
-                acc += flat[i]
-            s += acc
-        return s
-
-    return lambda a: total(a.reshape(-1), 64)
 
 
 def methods(torch):

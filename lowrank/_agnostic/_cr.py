@@ -13,8 +13,10 @@ __all__ = [
     "expected_error",
     "factors",
     "gather_scale",
+    "merge_repeats",
     "norms",
     "probabilities",
+    "product",
     "product_fro2",
 ]
 
@@ -73,12 +75,16 @@ def diagonal_weights(a: Any, b: Any, idx: Any, xp: Any) -> Any:
     return xp.linalg.pinv(gram64) @ rhs64
 
 
-def _select(a: Any, b: Any, w: Any, p: Any, plan: CRPlan, rand: Any, xp: Any) -> tuple[Any, Any]:
-    """Indices and λ for one 2-D problem."""  # numpydoc ignore=PR01,RT01
+def _select(
+    a: Any, b: Any, w: Any, p: Any, plan: CRPlan, rand: Any, xp: Any, merge: bool
+) -> tuple[Any, Any]:
+    """Indices and λ for one 2-D problem; ``merge`` folds repeated draws together."""  # numpydoc ignore=PR01,RT01
     if plan.method == "topk":
         idx, lam = _sampling.topk_indices(w, plan.rank, xp)
     elif plan.replace:
         idx, lam = _sampling.iid_indices(p, plan.rank, rand, xp)
+        if merge:  # (before a diagonal rescale too: repeats add nothing to its span)
+            idx, lam = merge_repeats(idx, lam, xp)
     else:
         idx, lam = _sampling.without_replacement(p, plan.rank, rand, xp)
     if plan.rescale == "diagonal":
@@ -86,15 +92,41 @@ def _select(a: Any, b: Any, w: Any, p: Any, plan: CRPlan, rand: Any, xp: Any) ->
     return idx, lam
 
 
+def merge_repeats(idx: Any, lam: Any, xp: Any) -> tuple[Any, Any]:
+    """Sorted indices with repeats -> distinct indices, weights times multiplicity.
+
+    Repeated i.i.d. draws of index i all carry λ = 1/(r p_i), so Σ_j λ_j x_{s_j} y_{s_j}ᵀ
+    equals Σ_distinct (count_i λ_i) x_i y_iᵀ: the same estimate from fewer columns.
+    """  # numpydoc ignore=PR01,RT01
+    k = idx.shape[0]
+    if k <= 1:
+        return idx, lam
+    first = xp.concat((xp.ones((1,), dtype=xp.bool, device=device(idx)), idx[1:] != idx[:-1]))
+    if bool(xp.all(first)):
+        return idx, lam
+    starts = xp.nonzero(first)[0]
+    ends = xp.concat((starts[1:], xp.asarray([k], dtype=starts.dtype, device=device(idx))))
+    counts = xp.astype(ends - starts, lam.dtype)
+    return xp.take(idx, starts), xp.take(lam, starts) * counts
+
+
 def _factors_2d(
-    a: Any, b: Any, w: Any, p: Any, plan: CRPlan, rand: Any, gather: Callable[..., Any], xp: Any
+    a: Any,
+    b: Any,
+    w: Any,
+    p: Any,
+    plan: CRPlan,
+    rand: Any,
+    gather: Callable[..., Any],
+    xp: Any,
+    merge: bool = False,
 ) -> tuple[Any, ...]:
     """CRFactors fields for one 2-D problem (SPEC §3.3-3.4, §3.8)."""  # numpydoc ignore=PR01,RT01
     if a.shape[1] == 0:  # l = 0: a @ b is exactly zero, nothing to select
         idx = xp.zeros((0,), dtype=xp.int64, device=device(a))
         lam = xp.zeros((0,), dtype=xp.float64, device=device(a))
     else:
-        idx, lam = _select(a, b, w, p, plan, rand, xp)
+        idx, lam = _select(a, b, w, p, plan, rand, xp, merge)
     # λ = sign·|λ|: both factors carry sqrt|λ|, the sign goes on C (D5 for λ > 0)
     mag = xp.sqrt(xp.abs(lam))
     col = xp.astype(xp.where(lam < 0, -mag, mag), a.dtype)
@@ -102,10 +134,8 @@ def _factors_2d(
     return C, R, idx, xp.astype(lam, a.dtype)
 
 
-def factors(
-    a: Any, b: Any, na: Any, nb: Any, plan: CRPlan, rand: Any, gather: Callable[..., Any], xp: Any
-) -> tuple[Any, ...]:
-    """(C, R, indices, weights) for (..., n, l) @ (..., l, m); batches drawn in order."""  # numpydoc ignore=PR01,RT01
+def _problems(a: Any, b: Any, na: Any, nb: Any, plan: CRPlan, xp: Any) -> tuple[Any, list]:
+    """Batch shape and the per-matrix (a, b, w, p) problems, in draw order."""  # numpydoc ignore=PR01,RT01
     w = None if na is None else _weights(na, nb, xp)
     p = (
         None
@@ -113,30 +143,49 @@ def factors(
         else probabilities(plan.probabilities, w if w is not None else _uniform_like(a, xp), xp)
     )
     if a.ndim == 2:
-        return _factors_2d(a, b, w, p, plan, rand, gather, xp)
-    batch = a.shape[:-2]
+        return (), [(a, b, w, p)]
     a3 = xp.reshape(a, (-1, *a.shape[-2:]))
     b3 = xp.reshape(b, (-1, *b.shape[-2:]))
     w3 = None if w is None else xp.reshape(w, (-1, w.shape[-1]))
     p3 = None if p is None else xp.reshape(p, (-1, p.shape[-1]))
-    parts = [
-        _factors_2d(
+    return a.shape[:-2], [
+        (
             a3[k, ...],
             b3[k, ...],
             None if w3 is None else w3[k, ...],
             None if p3 is None else p3[k, ...],
-            plan,
-            rand,
-            gather,
-            xp,
         )
         for k in range(a3.shape[0])
     ]
-    out = []
-    for field in zip(*parts, strict=True):
-        stacked = xp.stack(field, axis=0)
-        out.append(xp.reshape(stacked, (*batch, *stacked.shape[1:])))
-    return tuple(out)
+
+
+def _unbatch(batch: tuple[int, ...], parts: list, xp: Any) -> Any:
+    """Stack per-matrix results back into the batch shape."""  # numpydoc ignore=PR01,RT01
+    if not batch:
+        return parts[0]
+    stacked = xp.stack(parts, axis=0)
+    return xp.reshape(stacked, (*batch, *stacked.shape[1:]))
+
+
+def factors(
+    a: Any, b: Any, na: Any, nb: Any, plan: CRPlan, rand: Any, gather: Callable[..., Any], xp: Any
+) -> tuple[Any, ...]:
+    """(C, R, indices, weights) for (..., n, l) @ (..., l, m); batches drawn in order."""  # numpydoc ignore=PR01,RT01
+    batch, problems = _problems(a, b, na, nb, plan, xp)
+    parts = [_factors_2d(*prob, plan, rand, gather, xp) for prob in problems]
+    return tuple(_unbatch(batch, list(field), xp) for field in zip(*parts, strict=True))
+
+
+def product(
+    a: Any, b: Any, na: Any, nb: Any, plan: CRPlan, rand: Any, gather: Callable[..., Any], xp: Any
+) -> Any:
+    """``C @ R`` with repeated draws merged (same draws as :func:`factors`)."""  # numpydoc ignore=PR01,RT01
+    batch, problems = _problems(a, b, na, nb, plan, xp)
+    parts = []
+    for prob in problems:
+        C, R, _, _ = _factors_2d(*prob, plan, rand, gather, xp, merge=True)
+        parts.append(C @ R)
+    return _unbatch(batch, parts, xp)
 
 
 def _uniform_like(a: Any, xp: Any) -> Any:
