@@ -6,7 +6,6 @@ import threading
 
 import numpy as np
 import pytest
-
 from lowrank.kernels import _threads
 
 
@@ -44,7 +43,8 @@ def test_an_exception_in_any_chunk_propagates_after_all_finish():
 
     def kernel(lo, hi):
         if lo > 0:
-            raise ValueError(f"chunk at {lo}")
+            msg = f"chunk at {lo}"
+            raise ValueError(msg)
         done.append(lo)
 
     with pytest.raises(ValueError, match="chunk at"):

@@ -118,6 +118,38 @@ def test_weight_svd_matches_oracle(compat):
     np.testing.assert_allclose(_align(B, B_ref, 0), B_ref, atol=1e-10)
 
 
+@pytest.mark.parametrize("weight_scale", [1e-3, 10.0])  # the clip fires / stays idle
+@pytest.mark.parametrize("scale", ["stable", "gd"])
+def test_norm_clip_matches_official_oracle(xp, asarray, weight_scale, scale):
+    g = _gradient(seed=6)
+    w = weight_scale * matrix_with_spectrum(OUT, IN, np.linspace(2.0, 0.5, IN), seed=7)
+    A, B = lowrank.lora_ga_init(
+        asarray(g), R, scaling=S_SCALE, scale=scale, weight=asarray(w), norm_clip=True,
+        svd="exact",
+    )
+    A, B = to_numpy(A), to_numpy(B)
+    A_ref, B_ref, W_res = official_init(g, w, R, S_SCALE, "ArB2r", scale, norm_clip=True)
+    np.testing.assert_allclose(_align(A, A_ref, 1), A_ref, atol=1e-10)
+    np.testing.assert_allclose(_align(B, B_ref, 0), B_ref, atol=1e-10)
+    offset = S_SCALE * B @ A
+    np.testing.assert_allclose(w - offset, W_res, atol=1e-10)
+    if weight_scale < 1:  # clipped: the offset's largest entry is the weight's
+        assert np.max(np.abs(offset)) == pytest.approx(np.max(np.abs(w)), rel=1e-10)
+    else:
+        plain = lowrank.lora_ga_init(g, R, scaling=S_SCALE, scale=scale, svd="exact")
+        np.testing.assert_allclose(np.abs(B), np.abs(to_numpy(plain.B)), atol=1e-12)
+
+
+def test_norm_clip_is_per_matrix_in_a_batch():
+    g = np.stack([_gradient(seed=1), _gradient(seed=2)])
+    w = np.stack([np.full((OUT, IN), 1e-4), np.full((OUT, IN), 1e3)])
+    A, B = lowrank.lora_ga_init(g, R, scaling=S_SCALE, weight=w, norm_clip=True, rng=0)
+    top = np.max(np.abs(S_SCALE * B @ A), axis=(-2, -1))
+    assert top[0] == pytest.approx(1e-4, rel=1e-9)  # clipped
+    plain = lowrank.lora_ga_init(g[1], R, scaling=S_SCALE, rng=0)
+    np.testing.assert_allclose(np.abs(B[1]), np.abs(plain.B), atol=1e-6)  # untouched
+
+
 @pytest.mark.parametrize("scale", ["stable", "gd_scale", "unit"])
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_peft_compat_matches_oracle(direction, scale):
@@ -235,6 +267,9 @@ def test_flat_spectrum_warns():
         ({"scale": "weight_svd"}, ValueError, "weight="),
         ({"weight": np.ones((OUT, IN))}, ValueError, "only with scale='weight_svd'"),
         ({"scale": "weight_svd", "weight": np.ones((3, 3))}, ValueError, "shape"),
+        ({"norm_clip": True}, ValueError, "norm_clip=True needs the base weight"),
+        ({"norm_clip": "yes"}, TypeError, "norm_clip"),
+        ({"norm_clip": True, "weight": np.ones((3, 3))}, ValueError, "shape"),
         ({"rng": "seed"}, TypeError, "rng"),
     ],
 )

@@ -175,6 +175,20 @@ def test_lora_ga_init_explicit_tuples_and_errors():
         lt.lora_ga_init_(model, {"x": grads["base_model.model.fc1.base_layer.weight"]})
 
 
+def test_norm_clip_in_place():
+    W = torch.nn.Linear(8, 6, bias=False)
+    with torch.no_grad():
+        W.weight.mul_(1e-4)  # tiny weights: the offset must be clipped to them
+    A = torch.nn.Parameter(torch.zeros(2, 8))
+    B = torch.nn.Parameter(torch.zeros(6, 2))
+    G = torch.randn(6, 8, generator=torch.Generator().manual_seed(2))
+    w0 = W.weight.detach().clone()
+    lt.lora_ga_init_([(W, A, B, 2.0)], [G], norm_clip=True)
+    offset = 2.0 * B.detach() @ A.detach()
+    assert float(offset.abs().max()) == pytest.approx(float(w0.abs().max()), rel=1e-5)
+    torch.testing.assert_close(W.weight + offset, w0, rtol=0, atol=1e-7)
+
+
 def test_grads_from_the_unwrapped_model_are_found():
     torch.manual_seed(0)
     base = MLP()

@@ -13,6 +13,7 @@ from ._randomized import randomized_svd
 
 __all__ = [
     "FactorPlan",
+    "clip_to_weight",
     "lora_ga_factors",
     "spectral_gaps",
     "svd_defaults",
@@ -33,48 +34,49 @@ class FactorPlan(NamedTuple):
 
 
 def svd_defaults(rank: int, n_oversamples: int | None, n_power_iter: int | None) -> tuple[int, int]:
-    """Return LoRA-GA's randomized-SVD defaults: the [r, 2r) block must be accurate (D3.1).
+    """Return LoRA-GA's block Krylov ``(block width, depth)``: the [r, 2r) block must be accurate.
 
-    Block Krylov of width ``b = 2r + n_oversamples`` (default ``max(32, r)``) and depth
-    ``n_power_iter``. For the singular vector 2r the convergence factor per extension
-    is about ``σ_{b+1}/σ_{2r}``; depth 2 (6 reads of the gradient) suffices once
-    ``b >= 6r`` (small r, where a wide block costs little more than a narrow one, the
-    products being memory-bound), else depth 3 (8 reads). PEFT's
-    ``svd_lowrank(q=4r, niter=4)`` reads the gradient 10 times. On a 4096 x 4096
-    float32 gradient with a 1/i spectrum the block [r, 2r) comes out with a largest
-    principal-angle sine of ~5e-4 at r = 8 and 32 (PEFT: 1e-3 to 4e-3); see
-    ``bench/peers/compare_lora_ga.py``.
+    Default: blocks of ``max(16, r)`` columns, depth 4 when that is at least ``2r`` wide
+    (small r) and 6 otherwise: a Krylov space of 7-10 r columns and degree 9-13 in the
+    gradient, from 10-14 reads of it. Narrow, deep Krylov spaces resolve the tightly
+    spaced singular vectors around index 2r far better per column-product than wide,
+    shallow ones, and CPU GEMMs of 16-32 columns still run near their best speed (a
+    skinny product costs a fixed ~10 ms read of a 4096 x 4096 float32 gradient plus
+    ~0.4 ms per column on one core). Measured against the exact block on float32
+    gradients with a 1/i spectrum (``bench/peers/compare_lora_ga.py``): largest
+    principal-angle sine 1e-4 to 1e-3 at r = 8 and 32, against PEFT's
+    ``svd_lowrank(q=4r, niter=4)`` (10 reads of 4r columns) at 7e-4 to 4e-3.
+    ``n_oversamples`` given: block width ``2r + n_oversamples`` (the wide-block layout).
     """  # numpydoc ignore=PR01,RT01
-    over = max(32, rank) if n_oversamples is None else n_oversamples
+    block = max(16, rank) if n_oversamples is None else 2 * rank + n_oversamples
     if n_power_iter is not None:
-        return over, n_power_iter
-    return over, 2 if 2 * rank + over >= 6 * rank else 3
+        return block, n_power_iter
+    return block, 4 if block >= 2 * rank else 6
 
 
 def top_triplets(
-    g: Any, k: int, *, svd: str, n_oversamples: int, n_power_iter: int, rand: Any, xp: Any
+    g: Any, k: int, *, svd: str, block: int, depth: int, rand: Any, xp: Any
 ) -> tuple[Any, Any, Any]:
     """Leading ``k`` singular triplets of ``g`` (..., m, n), exact or randomized.
 
     The randomized path is the library's block Krylov SVD
     (:func:`lowrank._agnostic._randomized.randomized_svd`) with blocks of width
-    ``2 (k // 2) + n_oversamples`` and depth ``n_power_iter``. Small problems (Krylov
+    ``block`` and depth ``depth`` (see :func:`svd_defaults`). Small problems (Krylov
     space of at least half of min(m, n)) use the exact SVD: it is cheaper there and has
     no sampling error.
     Performs no input validation.
     """  # numpydoc ignore=PR01,RT01
     m, n = g.shape[-2], g.shape[-1]
-    width = min(2 * (k // 2) + n_oversamples, m, n)
-    krylov_dim = width * (n_power_iter + 1)
-    if svd == "exact" or 2 * krylov_dim >= min(m, n):
+    width = min(block, m, n)
+    krylov_dim = width * (depth + 1)
+    if svd == "exact" or 2 * krylov_dim >= min(m, n) or krylov_dim < k:
         from .._svd import truncated_svd
 
         return tuple(truncated_svd(g, k, check_finite=False, xp=xp))  # type: ignore[return-value]
-    # the library's block Krylov SVD, with LoRA-GA's wide block (see svd_defaults)
     op = as_operator(g, xp, g.dtype)
     return randomized_svd(
-        op.T if op.m < op.n else op, k, n_oversamples=n_oversamples,
-        n_power_iter=n_power_iter, method="block_krylov", block_size=width, rand=rand, xp=xp)
+        op.T if op.m < op.n else op, k, n_oversamples=0,
+        n_power_iter=depth, method="block_krylov", block_size=width, rand=rand, xp=xp)
 
 
 def spectral_gaps(S: Any, rank: int, rtol: float, xp: Any) -> tuple[Any, Any]:
@@ -165,3 +167,18 @@ def weight_scale(sw: Any, plan: FactorPlan, xp: Any) -> Any:
     if plan.compat == "peft":
         return sw[..., 0]
     return xp.mean(xp.sqrt(sw[..., : plan.rank] / plan.scaling), axis=-1)
+
+
+def clip_to_weight(A: Any, B: Any, weight: Any, scaling: float, xp: Any) -> tuple[Any, Any]:
+    """Official ``norm_clip``: shrink the offset ``s B A`` to the weight's largest entry.
+
+    ``ratio = max|W| / max|s B A|`` per matrix; where it is below 1 both factors are
+    multiplied by ``sqrt(ratio)`` (so the offset by ``ratio``). A zero offset is left alone.
+    """  # numpydoc ignore=PR01,RT01
+    offset = scaling * (B @ A)
+    top_w = xp.max(xp.abs(weight), axis=(-2, -1))
+    top_o = xp.max(xp.abs(offset), axis=(-2, -1))
+    ratio = xp.where(top_o > top_w, top_w / xp.where(top_o > 0, top_o, 1.0), 1.0)
+    root = xp.astype(xp.sqrt(ratio), A.dtype)[..., None, None]
+    return A * root, B * root
+

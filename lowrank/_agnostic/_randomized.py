@@ -95,15 +95,27 @@ def _next_block(Y: Any, Q: Any | None, xp: Any) -> Any:
     """New orthonormal block orthogonal to Q (BCGS2: project, normalise, twice).
 
     One CholeskyQR per normalisation suffices here: the second round starts from a nearly
-    orthonormal block, which is what CholeskyQR2's second pass would do anyway.
+    orthonormal block, which is what CholeskyQR2's second pass would do anyway. "Twice
+    is enough" fails when the projection removes almost all of Y (a rank-deficient
+    operator: the new block is round-off noise, mostly along Q again after
+    normalisation), so the result is checked and, if need be, projected once more.
     """  # numpydoc ignore=PR01,RT01
     if Q is None:
         return thin_qr(Y, xp, mixed=True)[0] if Y.shape[-1] > 0 else Y
     for mixed in (True, False):  # round 2 starts nearly orthonormal: working precision will do
-        Y = project_out(Y, Q, xp)
-        one = _cholesky_qr(Y, xp, mixed) if Y.shape[-1] > 0 else None
-        Y = one[0] if one is not None else xp.linalg.qr(Y).Q
+        Y = _project_normalise(Y, Q, xp, mixed)
+    if Y.shape[-1] > 0:
+        overlap = xp.max(xp.abs(conj_transpose(Q, xp) @ Y))
+        if not bool(overlap <= 100 * float(xp.finfo(Y.dtype).eps)):
+            Y = _project_normalise(_project_normalise(Y, Q, xp, False), Q, xp, False)
     return Y
+
+
+def _project_normalise(Y: Any, Q: Any, xp: Any, mixed: bool) -> Any:
+    """One BCGS round: remove Q's components, then CholeskyQR (Householder if it fails)."""  # numpydoc ignore=PR01,RT01
+    Y = project_out(Y, Q, xp)
+    one = _cholesky_qr(Y, xp, mixed) if Y.shape[-1] > 0 else None
+    return one[0] if one is not None else xp.linalg.qr(Y).Q
 
 
 def range_finder(op: Any, size: int, n_power_iter: int, rand: Any, xp: Any) -> Any:

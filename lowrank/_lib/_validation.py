@@ -9,6 +9,7 @@ from typing import Any
 from . import _compat
 
 __all__ = [
+    "check_bool",
     "check_finite",
     "check_int",
     "check_matrix",
@@ -111,6 +112,14 @@ def check_positive(value: Any, name: str, *, strict: bool = True) -> float:
         msg = f"`{name}` must be finite and {rule}; got {value}"
         raise ValueError(msg)
     return value
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """Return ``value`` after checking it is a bool (numpy bools included)."""  # numpydoc ignore=PR01,RT01
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        msg = f"`{name}` must be a bool; got {value!r}"
+        raise TypeError(msg)
+    return bool(value)
 
 
 def check_option(value: Any, name: str, allowed: Iterable[str]) -> str:

@@ -217,7 +217,8 @@ def lora_ga_init_(
         Seed for the randomized SVD and ``direction="random"``.
     **options
         Passed to `lowrank.lora_ga_init`: ``direction``, ``scale``, ``stable_gamma``,
-        ``compat``, ``svd``, ``n_oversamples``, ``n_power_iter``.
+        ``compat``, ``svd``, ``n_oversamples``, ``n_power_iter``, ``norm_clip`` (the
+        base weights are passed along for ``scale="weight_svd"`` and ``norm_clip``).
 
     Returns
     -------
@@ -249,7 +250,7 @@ def lora_ga_init_(
     state: dict[str, LoraGAInitial] = {}
     for chunk in _groups(pairs, glist):
         stack = torch.stack([g for _, g in chunk]).float()
-        if options.get("scale") in ("weight_svd", "weightS"):
+        if options.get("scale") in ("weight_svd", "weightS") or options.get("norm_clip"):
             options["weight"] = torch.stack([_weight_oi(p) for p, _ in chunk]).float()
         A0, B0 = lora_ga_init(
             stack, chunk[0][0].A.shape[0], scaling=chunk[0][0].scaling, rng=gen, **options
