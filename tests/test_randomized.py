@@ -227,3 +227,18 @@ def test_property_shapes_and_bounds(m, n, data):
     assert err >= opt * (1 - 1e-10) - 1e-12  # Eckart–Young: nothing beats the optimum
     assert err <= np.linalg.norm(a) * (1 + 1e-12)
     assert np.all(s[:rank] * (1 + 1e-10) + 1e-12 >= S)
+
+
+def test_rank_deficient_operator_keeps_orthonormal_factors(xp, dtype, asarray):
+    # rank 3, but 6 blocks of 4: every block after the first is projected round-off,
+    # which "twice is enough" Gram-Schmidt leaves far from orthogonal to the basis
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((300, 3)) @ rng.standard_normal((3, 200))
+    U, S, Vh = lowrank.randomized_svd(
+        asarray(a, dtype=dtype), 10, method="block_krylov", block_size=4, n_power_iter=5, rng=0
+    )
+    U, S, Vh = to_numpy(U), to_numpy(S), to_numpy(Vh)
+    tol = 50 * float(np.finfo(U.dtype).eps)
+    np.testing.assert_allclose(U.T @ U, np.eye(10), atol=tol)
+    np.testing.assert_allclose(Vh @ Vh.T, np.eye(10), atol=tol)
+    np.testing.assert_allclose((U * S) @ Vh, a, atol=tol * np.linalg.norm(a, 2) * 10)

@@ -96,25 +96,28 @@ def _next_block(Y: Any, Q: Any | None, xp: Any) -> Any:
 
     One CholeskyQR per normalisation suffices here: the second round starts from a nearly
     orthonormal block, which is what CholeskyQR2's second pass would do anyway. "Twice
-    is enough" fails when the projection removes almost all of Y (a rank-deficient
-    operator: the new block is round-off noise, mostly along Q again after
-    normalisation), so the result is checked and, if need be, projected once more.
+    is enough" fails when the first projection removes almost all of a column (a
+    rank-deficient operator: the new block is round-off noise, mostly along Q again
+    after normalisation); then a third round runs (the DGKS criterion, with the column
+    norms before and after the first projection: O(m b) work, no extra product).
     """  # numpydoc ignore=PR01,RT01
     if Q is None:
         return thin_qr(Y, xp, mixed=True)[0] if Y.shape[-1] > 0 else Y
-    for mixed in (True, False):  # round 2 starts nearly orthonormal: working precision will do
-        Y = _project_normalise(Y, Q, xp, mixed)
-    if Y.shape[-1] > 0:
-        overlap = xp.max(xp.abs(conj_transpose(Q, xp) @ Y))
-        if not bool(overlap <= 100 * float(xp.finfo(Y.dtype).eps)):
-            Y = _project_normalise(_project_normalise(Y, Q, xp, False), Q, xp, False)
+    if Y.shape[-1] == 0:
+        return Y
+    before = xp.linalg.vector_norm(Y, axis=-2)
+    Y = project_out(Y, Q, xp)
+    after = xp.linalg.vector_norm(Y, axis=-2)
+    severe = not bool(xp.all(after > sqrt_eps(Y.dtype, xp) * before))
+    Y = _normalise(Y, xp, mixed=True)
+    for _ in range(2 if severe else 1):  # later rounds start nearly orthonormal
+        Y = _normalise(project_out(Y, Q, xp), xp, mixed=False)
     return Y
 
 
-def _project_normalise(Y: Any, Q: Any, xp: Any, mixed: bool) -> Any:
-    """One BCGS round: remove Q's components, then CholeskyQR (Householder if it fails)."""  # numpydoc ignore=PR01,RT01
-    Y = project_out(Y, Q, xp)
-    one = _cholesky_qr(Y, xp, mixed) if Y.shape[-1] > 0 else None
+def _normalise(Y: Any, xp: Any, mixed: bool) -> Any:
+    """Orthonormal basis of a block by CholeskyQR (Householder QR if that fails)."""  # numpydoc ignore=PR01,RT01
+    one = _cholesky_qr(Y, xp, mixed)
     return one[0] if one is not None else xp.linalg.qr(Y).Q
 
 
