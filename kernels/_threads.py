@@ -9,6 +9,12 @@ gather followed by a 22 ms float32 GEMM took 38 ms instead of 26 ms. Threads of 
 no threading layer at all (so no layer choice or ``OMP_WAIT_POLICY`` is imposed on the
 user's process).
 
+The trade-off runs the other way for fine-grained compute-bound kernels that are not
+followed by BLAS work: the volume kernel keeps ``prange``, whose spinning workers start
+its chunks sooner, where sleeping pool threads waited for cores that other libraries'
+spinning BLAS/OpenMP threads held (measured in ``bench/peers/compare_volume.py``: 16×4
+volumes 4-5x over ``slogdet`` on the pool against 5-10x with ``prange``).
+
 Kernels take ``(lo, hi, *args)`` and process items ``lo..hi-1``; they must be compiled
 with ``nogil=True`` (``_jit.njit``) so the chunks really run at once.
 """

@@ -22,9 +22,9 @@ import math
 
 import numba
 import numpy as np
+from numba import prange
 
-from ._jit import njit
-from ._threads import n_workers, parallel_for
+from ._jit import njit, pjit
 
 _SQ_LO, _SQ_HI = 1e-280, 1e280  # sums of squares in here: their sqrt lost nothing
 _PROD_LO, _PROD_HI = 1e-290, 1e290  # partial products of |R_jj| in here: normal
@@ -334,10 +334,16 @@ def _volume_blocks(a, out, take_log, first, stop, lanes):
                 out[b0 + lane] = _householder_volume(a, b0 + lane, w1, diag, take_log)
 
 
-@njit
-def _volume_range(first, stop, a, out, take_log, lanes):
-    # blocks first..stop-1, in the argument order of _threads.parallel_for
-    _volume_blocks(a, out, take_log, first, stop, lanes)
+@pjit
+def _volumes(a, out, take_log, n_chunks, lanes):
+    # The parallel loop only splits the batch into contiguous ranges of blocks; each runs
+    # the serial kernel (which small batches call directly: no second compilation of the
+    # same Python function, whose cache entries would collide).
+    n_blocks = (a.shape[0] + lanes - 1) // lanes
+    for c in prange(n_chunks):
+        _volume_blocks(
+            a, out, take_log, c * n_blocks // n_chunks, (c + 1) * n_blocks // n_chunks, lanes
+        )
 
 
 @contextlib.contextmanager
@@ -373,8 +379,7 @@ def log_gram_volume(a, out, take_log=True):
     batch, n, k = a.shape
     lanes = 64 if (n, k) == (3, 2) else _LANES  # matrices per block
     n_blocks = (batch + lanes - 1) // lanes
-    # several chunks per thread: matrices on the careful path cost more (load balance)
-    n_chunks = min(n_blocks, 8 * n_workers())
+    n_chunks = min(n_blocks, 8 * numba.get_num_threads())
     if n_chunks > 0:
         # errstate only matters under NUMBA_DISABLE_JIT=1, where scalars are NumPy's and
         # warn on the inf/NaN that the safe-range checks are designed to catch.
@@ -382,6 +387,4 @@ def log_gram_volume(a, out, take_log=True):
             if batch * n * k * k < _SERIAL_FLOPS:
                 _volume_blocks(a, out, bool(take_log), 0, n_blocks, lanes)
             else:
-                parallel_for(
-                    _volume_range, n_blocks, a, out, bool(take_log), lanes, n_chunks=n_chunks
-                )
+                _volumes(a, out, bool(take_log), n_chunks, lanes)

@@ -1,8 +1,10 @@
 """The memory floor of the comparisons: one parallel streaming read of an array.
 
-Runs on the same thread pool as lowrank's kernels (``lowrank.kernels._threads``), not
-numba's ``parallel=True``: an OpenMP region leaves spinning threads behind that slow
-down whatever is timed next on a small machine (the kernels' docstring has the numbers).
+Two implementations, and the faster one counts: numba's ``parallel=True`` (OpenMP
+workers, which answer at once but keep spinning afterwards) and the thread pool of
+lowrank's CR kernels (``lowrank.kernels._threads``, whose sleeping workers can wait for
+cores held by other libraries' spinning threads). Taking the minimum keeps the floor
+from being inflated by either effect.
 """
 
 from __future__ import annotations
@@ -10,10 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def stream_read():
-    """A function ``read(x)`` summing every element of ``x`` in one parallel pass."""
+def _kernels():
     import numba
-    from lowrank.kernels._threads import parallel_for
 
     @numba.njit(nogil=True, cache=True)
     def chunk_sum(lo, hi, flat, out, n_chunks):
@@ -29,10 +29,30 @@ def stream_read():
                 acc[0] += flat[i]
             out[c] = acc.sum()
 
-    def read(x):
-        flat = np.ravel(x)  # a view for contiguous input
-        parts = np.zeros(64)
-        parallel_for(chunk_sum, 64, flat, parts, 64)
+    @numba.njit(nogil=True, cache=True, parallel=True)
+    def omp_sum(flat, out, n_chunks):
+        for c in numba.prange(n_chunks):
+            chunk_sum(c, c + 1, flat, out, n_chunks)
+
+    return chunk_sum, omp_sum
+
+
+def stream_readers():
+    """Two ``read(x)`` functions (thread pool, OpenMP) summing ``x`` in one parallel pass.
+
+    Time both and take the smaller median as the floor.
+    """
+    from lowrank.kernels._threads import parallel_for
+
+    chunk_sum, omp_sum = _kernels()
+    parts = np.zeros(64)
+
+    def pool(x):
+        parallel_for(chunk_sum, 64, np.ravel(x), parts, 64)
         return parts.sum()
 
-    return read
+    def omp(x):
+        omp_sum(np.ravel(x), parts, 64)
+        return parts.sum()
+
+    return pool, omp
