@@ -42,6 +42,17 @@ def n_workers() -> int:
         return os.cpu_count() or 1
 
 
+def _forget_pool_in_child() -> None:
+    # a forked child inherits the executor object but none of its threads: work sent to
+    # it would never run, so the child starts a pool of its own on first use
+    global _POOL, _LOCK
+    _POOL, _LOCK = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def _pool() -> ThreadPoolExecutor:
     global _POOL
     with _LOCK:

@@ -57,3 +57,23 @@ def test_workers_follow_numba_num_threads(monkeypatch):
     assert _threads.n_workers() == 3
     monkeypatch.setenv("NUMBA_NUM_THREADS", "zero")
     assert _threads.n_workers() >= 1
+
+
+def _sum_in_pool(n):
+    out = np.zeros(n)
+
+    def kernel(lo, hi, arr):
+        arr[lo:hi] = 1.0
+
+    _threads.parallel_for(kernel, n, out, n_chunks=4)
+    return float(out.sum())
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_gets_a_working_pool():
+    import multiprocessing
+
+    assert _sum_in_pool(8) == 8.0  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:  # would hang on the parent's thread-less executor
+        assert pool.apply_async(_sum_in_pool, (8,)).get(timeout=30) == 8.0
