@@ -19,12 +19,14 @@ overflow, no division by zero.
 
 import contextlib
 import math
+import os
 
 import numba
 import numpy as np
 from numba import prange
 
 from ._jit import njit, pjit
+from ._threads import parallel_for
 
 _SQ_LO, _SQ_HI = 1e-280, 1e280  # sums of squares in here: their sqrt lost nothing
 _PROD_LO, _PROD_HI = 1e-290, 1e290  # partial products of |R_jj| in here: normal
@@ -368,6 +370,34 @@ def _slp_vectorizer():
 _SERIAL_FLOPS = 200_000  # smaller batches run serially: threads cost more than they save
 
 
+@njit
+def _volume_range(first, stop, a, out, take_log, lanes):
+    # blocks first..stop-1, in the argument order of _threads.parallel_for
+    _volume_blocks(a, out, take_log, first, stop, lanes)
+
+
+def _omp_in_use():
+    """Whether numba's OpenMP threading layer has started in this process."""
+    from numba.np.ufunc import parallel
+
+    return bool(getattr(parallel, "_is_initialized", False)) and numba.threading_layer() == "omp"
+
+
+# GNU OpenMP cannot run in a forked child of a process that started it: numba then
+# terminates the child ("fork() called from a process already using GNU OpenMP"). Such
+# children (multiprocessing's default on Linux, DataLoader workers) use the thread pool.
+_FORKED_FROM_OPENMP = False
+
+
+def _after_fork_in_child():
+    global _FORKED_FROM_OPENMP
+    _FORKED_FROM_OPENMP = _FORKED_FROM_OPENMP or _omp_in_use()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def log_gram_volume(a, out, take_log=True):
     """Write the (log) Gram volume of each a[b] (a: (batch, n, k), n >= k >= 1) into out.
 
@@ -387,4 +417,9 @@ def log_gram_volume(a, out, take_log=True):
             if batch * n * k * k < _SERIAL_FLOPS:
                 _volume_blocks(a, out, bool(take_log), 0, n_blocks, lanes)
             else:
-                _volumes(a, out, bool(take_log), n_chunks, lanes)
+                if _FORKED_FROM_OPENMP:
+                    parallel_for(
+                        _volume_range, n_blocks, a, out, bool(take_log), lanes, n_chunks=n_chunks
+                    )
+                else:
+                    _volumes(a, out, bool(take_log), n_chunks, lanes)

@@ -106,3 +106,28 @@ def test_parallel_path_matches_serial(monkeypatch, shape):
     monkeypatch.setattr(volume_numba, "_SERIAL_FLOPS", 0)
     np.testing.assert_array_equal(run(a, True), serial)
     np.testing.assert_allclose(serial, agnostic.log_gram_volume(a, np), rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(3, 2), (16, 4)])
+def test_thread_pool_path_matches_serial(monkeypatch, shape):
+    # the path of a process forked from one that started OpenMP
+    a = np.random.default_rng(5).standard_normal((70, *shape))
+    serial = run(a, True)
+    monkeypatch.setattr(volume_numba, "_SERIAL_FLOPS", 0)
+    monkeypatch.setattr(volume_numba, "_FORKED_FROM_OPENMP", True)
+    np.testing.assert_array_equal(run(a, True), serial)
+
+
+def _child_volumes(a):
+    return run(a, True)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_forked_child_of_an_openmp_parent_still_computes():
+    import multiprocessing
+
+    a = np.random.default_rng(6).standard_normal((20000, 16, 4))  # parallel path
+    parent = run(a, True)  # starts numba's OpenMP layer here
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply_async(_child_volumes, (a,)).get(timeout=60)
+    np.testing.assert_array_equal(child, parent)
