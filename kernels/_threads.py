@@ -5,9 +5,9 @@ spinning for milliseconds after every parallel region (libgomp's default spin co
 The CR kernels are always followed by a BLAS product, and on a machine with few cores
 the spinning workers steal the cores OpenBLAS needs: measured on 2 vCPUs, a 3 ms column
 gather followed by a 22 ms float32 GEMM took 38 ms instead of 26 ms. Threads of a
-``ThreadPoolExecutor`` block on a lock instead, cost ~20 µs per chunk to wake, and need
-no threading layer at all (so no layer choice or ``OMP_WAIT_POLICY`` is imposed on the
-user's process).
+``ThreadPoolExecutor`` sleep on a lock between calls, need no threading layer at all (so
+no layer choice or ``OMP_WAIT_POLICY`` is imposed on the user's process), and survive a
+fork (the child starts its own pool).
 
 The trade-off runs the other way for fine-grained compute-bound kernels that are not
 followed by BLAS work: the volume kernel keeps ``prange``, whose spinning workers start

@@ -79,7 +79,7 @@ def _col_norms(x, out, n_chunks):
     partial = np.zeros((n_chunks, cols), dtype=out.dtype)
     step = -(-rows // n_chunks) if rows else 1
     parallel_for(_col_partials, n_chunks, x, partial, step, n_chunks=n_chunks)
-    parallel_for(_sqrt_of_sums, cols, partial, out, n_chunks=1)
+    _sqrt_of_sums(0, cols, partial, out)
 
 
 def _axis_norms(x, out, axis):
