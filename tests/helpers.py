@@ -21,8 +21,11 @@ def to_numpy(x):
 
 def eps(dtype_name_or_dtype) -> float:
     """Machine epsilon of a dtype given by name or by a backend dtype object."""
-    name = str(dtype_name_or_dtype).split(".")[-1]
-    return float(np.finfo(np.dtype(name)).eps)
+    try:  # names and NumPy dtypes / scalar types
+        return float(np.finfo(np.dtype(dtype_name_or_dtype)).eps)
+    except TypeError:  # torch.float32 and friends: parse the name
+        name = str(dtype_name_or_dtype).split(".")[-1]
+        return float(np.finfo(np.dtype(name)).eps)
 
 
 def matrix_with_spectrum(m, n, s, *, seed=0, complex_=False):
