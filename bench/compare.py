@@ -19,7 +19,8 @@ TOPICS = ["svd", "cr", "volume", "lora_ga", "lora_pro"]
 def environment() -> str:
     import numpy as np
 
-    lines = [f"python {platform.python_version()} on {platform.machine()}, numpy {np.__version__}"]
+    head = f"python {platform.python_version()} on {platform.machine()} ({_cpu_model()})"
+    lines = [f"{head}, numpy {np.__version__}"]
     for name in ("scipy", "sklearn", "torch", "numba"):
         try:
             lines.append(f"{name} {importlib.import_module(name).__version__}")
@@ -36,6 +37,18 @@ def environment() -> str:
     except ImportError:
         lines.append("threadpoolctl missing: BLAS unknown")
     return "; ".join(lines)
+
+
+def _cpu_model() -> str:
+    """CPU model name: BLAS speed (MKL on AMD, say) depends on it, so runs record it."""
+    try:
+        with Path("/proc/cpuinfo").open() as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "CPU unknown"
 
 
 def main(argv: list[str]) -> int:

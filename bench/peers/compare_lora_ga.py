@@ -11,6 +11,9 @@
    construction), worst layer.
 2. Estimation memory on a small MLP: peak RSS above the model, in a fresh process,
    lowrank ``estimate_gradients`` vs PEFT ``preprocess_loraga``.
+3. ``--evidence``: why the 2x target is out of reach at r = 8: the CPU time of one product
+   with a 4096 x 4096 float32 gradient per block width, and the accuracy and time of block
+   Krylov settings (block width b, depth d: 2d + 2 reads) against PEFT's.
 """
 
 from __future__ import annotations
@@ -112,6 +115,58 @@ def init_stage(shapes, ranks, layers, repeat):
     return rows
 
 
+def read_costs(m, n, widths, repeat):
+    """CPU ms of one product with an (m, n) float32 gradient: ``G @ X`` and ``(Yᵀ G)ᵀ``."""
+    import torch
+
+    g = torch.randn(m, n)
+    print(f"  one product with a {m}x{n} float32 gradient, CPU ms (median of {repeat}):")
+    print("    columns " + " ".join(f"{w:6d}" for w in widths))
+    def forward(w):
+        x = torch.randn(n, w)
+        return lambda: g @ x
+
+    def adjoint(w):
+        y = torch.randn(m, w)
+        return lambda: (y.T @ g).T
+
+    for name, make in (("G @ X   ", forward), ("(YᵀG)ᵀ  ", adjoint)):
+        costs = [_median_time(make(w), repeat)[0][1] * 1e3 for w in widths]
+        print(f"    {name}" + " ".join(f"{c:6.1f}" for c in costs), flush=True)
+
+
+def krylov_sweep(m, n, r, configs, seeds, repeat):
+    """Worst sine over ``seeds`` and CPU time of block Krylov (b, d) settings vs PEFT."""
+    import torch
+
+    from lowrank._agnostic._lora_ga import top_triplets
+    from lowrank._lib._random import Random
+    from lowrank._lib._validation import namespace
+
+    stack, Us = _spectrum_stack(m, n, 1)
+    g, block = stack[0], Us[0][:, r : 2 * r]
+    xp = namespace(g)
+
+    def peft(seed):
+        torch.manual_seed(seed)
+        return peft_factors(g, r)[1]
+
+    (_, t_peft), _ = _median_time(lambda: peft(0), repeat)
+    s_peft = max(_sine(peft(s), block) for s in seeds)
+    print(f"  {m}x{n}, r = {r}, worst sine over {len(seeds)} seeds; PEFT (q = 4r, niter = 4, "
+          f"10 reads of {4 * r} columns): {t_peft * 1e3:.0f} ms, sine {s_peft:.1e}")
+    for b, d in configs:
+        def ours(seed, b=b, d=d):
+            rand = Random(seed, xp, g.device)
+            return top_triplets(g, 2 * r + 1, svd="randomized", block=b, depth=d, rand=rand,
+                                xp=xp)[0][:, r : 2 * r]
+
+        (_, t), _ = _median_time(lambda: ours(0), repeat)
+        sine = max(_sine(ours(s), block) for s in seeds)
+        print(f"    b = {b:3d}, d = {d} ({2 * d + 2:2d} reads): {t * 1e3:5.0f} ms "
+              f"(PEFT / this {t_peft / t:4.2f}x), sine {sine:.1e}", flush=True)
+
+
 def _row(row):
     shape, r, name, wall, cpu, ratio, sine = row
     return (
@@ -185,18 +240,36 @@ def _rss_mib():
 
 
 def estimation_memory(dims):
+    """Peak RSS of both estimators, with glibc's default allocator and with every large
+    block returned to the OS at free (``MALLOC_MMAP_THRESHOLD_``): the default keeps freed
+    ``.grad`` buffers resident for reuse, which hides the live peak of either method."""
+    import os
+
     ctx = mp.get_context("spawn")
     out = {}
-    for method in ("lowrank", "PEFT"):
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_estimation_child, args=(method, dims, queue))
-        proc.start()
-        out[method] = queue.get(timeout=600)
-        proc.join()
-    grads_mib = sum(a * b for a, b in itertools.pairwise(dims)) * 4 / 2**20
-    print(f"  MLP {dims}, 4 batches, fp32 target gradients {grads_mib:.0f} MiB in all")
-    for method, mib in out.items():
-        print(f"  {method:>8}: peak RSS above the model during estimation {mib:7.1f} MiB")
+    for allocator, env in (("default malloc", None), ("exact (mmap >= 64 KiB)", "65536")):
+        for method in ("lowrank", "PEFT"):
+            queue = ctx.Queue()
+            saved = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+            if env is not None:
+                os.environ["MALLOC_MMAP_THRESHOLD_"] = env  # read by the child at start-up
+            try:
+                proc = ctx.Process(target=_estimation_child, args=(method, dims, queue))
+                proc.start()
+            finally:
+                if env is not None and saved is None:
+                    del os.environ["MALLOC_MMAP_THRESHOLD_"]
+                elif env is not None:
+                    os.environ["MALLOC_MMAP_THRESHOLD_"] = saved
+            out[allocator, method] = queue.get(timeout=600)
+            proc.join()
+    sizes = [a * b * 4 / 2**20 for a, b in itertools.pairwise(dims)]
+    print(f"  MLP {dims}, 4 batches, fp32 target gradients {sum(sizes):.0f} MiB in all; the "
+          f"floor is one accumulator per target plus one live gradient: "
+          f"{sum(sizes) + max(sizes):.0f} MiB")
+    for (allocator, method), mib in out.items():
+        print(f"  {method:>8}, {allocator}: peak RSS above the model during estimation "
+              f"{mib:7.1f} MiB")
     return out
 
 
@@ -207,6 +280,8 @@ def main(argv):
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--memory-only", action="store_true")
+    parser.add_argument("--evidence", action="store_true",
+                        help="only the read-cost and Krylov-setting tables (r = 8)")
     args = parser.parse_args(argv)
     import warnings
 
@@ -217,6 +292,11 @@ def main(argv):
     warnings.filterwarnings("ignore", message="Full backward hook")  # PEFT's own hooks
     print(f"peft {peft.__version__}, torch threads {torch.get_num_threads()}")
     shapes = [(1024, 1024), (1024, 2752)] if args.quick else [(4096, 4096), (4096, 11008)]
+    if args.evidence:
+        read_costs(*shapes[0], [1, 4, 8, 16, 24, 32, 64, 128], args.repeat)
+        configs = [(16, 3), (20, 3), (24, 3), (32, 2), (12, 4), (16, 4), (8, 6), (10, 5)]
+        krylov_sweep(*shapes[0], 8, configs, range(3), args.repeat)
+        return 0
     print(
         "init stage (SVD + factors), median of",
         args.repeat,

@@ -40,9 +40,9 @@ def svd_defaults(rank: int, n_oversamples: int | None, n_power_iter: int | None)
     (small r) and 6 otherwise: a Krylov space of 7-10 r columns and degree 9-13 in the
     gradient, from 10-14 reads of it. Narrow, deep Krylov spaces resolve the tightly
     spaced singular vectors around index 2r far better per column-product than wide,
-    shallow ones, and CPU GEMMs of 16-32 columns still run near their best speed (a
-    skinny product costs a fixed ~10 ms read of a 4096 x 4096 float32 gradient plus
-    ~0.4 ms per column on one core). Measured against the exact block on float32
+    shallow ones, and a CPU GEMM with 16 columns costs little more than one with 8 (from
+    4 columns up, a product with a 4096 x 4096 float32 gradient takes at least ~11 ms on
+    one core; ``bench/compare.py lora_ga --evidence``). Measured against the exact block on float32
     gradients with a 1/i spectrum (``bench/peers/compare_lora_ga.py``): largest
     principal-angle sine 1e-4 to 1e-3 at r = 8 and 32, against PEFT's
     ``svd_lowrank(q=4r, niter=4)`` (10 reads of 4r columns) at 7e-4 to 4e-3.
