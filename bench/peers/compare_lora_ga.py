@@ -122,6 +122,7 @@ def read_costs(m, n, widths, repeat):
     g = torch.randn(m, n)
     print(f"  one product with a {m}x{n} float32 gradient, CPU ms (median of {repeat}):")
     print("    columns " + " ".join(f"{w:6d}" for w in widths))
+
     def forward(w):
         x = torch.randn(n, w)
         return lambda: g @ x
@@ -244,23 +245,17 @@ def estimation_memory(dims):
     block returned to the OS at free (``MALLOC_MMAP_THRESHOLD_``): the default keeps freed
     ``.grad`` buffers resident for reuse, which hides the live peak of either method."""
     import os
+    from unittest import mock
 
     ctx = mp.get_context("spawn")
     out = {}
     for allocator, env in (("default malloc", None), ("exact (mmap >= 64 KiB)", "65536")):
         for method in ("lowrank", "PEFT"):
             queue = ctx.Queue()
-            saved = os.environ.get("MALLOC_MMAP_THRESHOLD_")
-            if env is not None:
-                os.environ["MALLOC_MMAP_THRESHOLD_"] = env  # read by the child at start-up
-            try:
+            extra = {} if env is None else {"MALLOC_MMAP_THRESHOLD_": env}
+            with mock.patch.dict(os.environ, extra):  # the spawned child reads it at start-up
                 proc = ctx.Process(target=_estimation_child, args=(method, dims, queue))
                 proc.start()
-            finally:
-                if env is not None and saved is None:
-                    del os.environ["MALLOC_MMAP_THRESHOLD_"]
-                elif env is not None:
-                    os.environ["MALLOC_MMAP_THRESHOLD_"] = saved
             out[allocator, method] = queue.get(timeout=600)
             proc.join()
     sizes = [a * b * 4 / 2**20 for a, b in itertools.pairwise(dims)]
