@@ -56,6 +56,20 @@ def cmd_demo(py: Path, args: list[str]) -> int:
     return run([str(py), "-m", "lowrank", "demo", *args])
 
 
+# scikit-learn's and SciPy's own tests of the solvers lowrank replaces, run through the
+# adapters of tests/peer_suites (its README lists what is deselected and why)
+PEER_SUITES = [
+    "tests/peer_suites/check_torch_svd_lowrank.py",
+    "--pyargs",
+    "sklearn.utils.tests.test_extmath",
+    "sklearn.decomposition.tests.test_truncated_svd",
+    "sklearn.decomposition.tests.test_pca",
+    "scipy.sparse.linalg._eigen.tests.test_svds",
+]
+# the peers' array-API and float32 tests run only when asked for
+PEER_ENV = {"SCIPY_ARRAY_API": "1", "SKLEARN_RUN_FLOAT32_TESTS": "1"}
+
+
 def kernel_tests(pattern: str) -> list[str]:
     return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob(pattern))
 
@@ -69,6 +83,10 @@ def cmd_test(py: Path, args: list[str]) -> int:
         ([*pytest, "-q", *kernel_tests("test_kernels_*.py")], {"NUMBA_DISABLE_JIT": "1"}),
         # GPU kernels on the CPU through numba's CUDA simulator
         ([*pytest, "-q", *kernel_tests("test_cuda_*.py")], {"NUMBA_ENABLE_CUDASIM": "1"}),
+        # the peers' own test suites, their solvers pointed at lowrank (own ini: their
+        # warning filters, not ours)
+        ([*pytest, "-q", "-c", "tests/peer_suites/pytest.ini", "-p", "tests.peer_suites.plugin",
+          *PEER_SUITES], PEER_ENV),
         # the documentation builds without a single warning
         ([str(py), "-m", "sphinx", "-W", "-q", "-b", "html", "docs", "docs/_build/html"], {}),
     ]

@@ -1,4 +1,4 @@
-"""asv benchmarks for CR-sampled products (issue 3): time, memory and accuracy."""
+"""asv benchmarks for CR-sampled products: time, memory and accuracy."""
 
 from __future__ import annotations
 

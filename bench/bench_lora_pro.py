@@ -33,7 +33,7 @@ def _host(x):
 
 
 class LoraProAdjust(XPBenchmark):
-    """Per-layer adjustment, float32 (the issue's 4096², r = 16/64 case included)."""
+    """Per-layer adjustment, float32 (4096², r = 16/64 included)."""
 
     params = (*XPBenchmark.params, [1024, 4096], [16, 64], ["sylvester", "zero"])
     param_names = (*XPBenchmark.param_names, "n", "rank", "gauge")

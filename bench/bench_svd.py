@@ -1,8 +1,8 @@
-"""asv benchmarks for randomized SVD and fixed-accuracy approximation (issue 2, part A).
+"""asv benchmarks for randomized SVD and fixed-accuracy approximation.
 
 Time, peak memory and accuracy (excess error over the Eckart–Young optimum) of
 ``randomized_svd`` per backend, dtype and method, and of ``svd_approx`` with ``rtol``.
-The peer comparison with fixed sizes from the issue lives in ``compare_svd.py``.
+The peer comparison at fixed target sizes lives in ``compare_svd.py``.
 """
 
 from __future__ import annotations

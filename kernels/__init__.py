@@ -15,7 +15,7 @@ KERNELS: dict[str, dict[str, str]] = {
         "numba": "lowrank.kernels.util_numba:axpy",
         "cuda": "lowrank.kernels.util_cuda:axpy",
     },
-    # CR sampling (issue 3)
+    # CR sampling: fused norm pass, gather-and-scale
     "cr_norms": {
         "numba": "lowrank.kernels.cr_numba:cr_norms",
         "cuda": "lowrank.kernels.cr_cuda:cr_norms",
@@ -24,7 +24,7 @@ KERNELS: dict[str, dict[str, str]] = {
         "numba": "lowrank.kernels.cr_numba:cr_gather_scale",
         "cuda": "lowrank.kernels.cr_cuda:cr_gather_scale",
     },
-    # Gram volumes (issue 4)
+    # Gram volumes: batched small QR
     "log_gram_volume": {
         "numba": "lowrank.kernels.volume_numba:log_gram_volume",
         "cuda": "lowrank.kernels.volume_cuda:log_gram_volume",

@@ -9,11 +9,12 @@ gather followed by a 22 ms float32 GEMM took 38 ms instead of 26 ms. Threads of 
 no layer choice or ``OMP_WAIT_POLICY`` is imposed on the user's process), and survive a
 fork (the child starts its own pool).
 
-The trade-off runs the other way for fine-grained compute-bound kernels that are not
-followed by BLAS work: the volume kernel keeps ``prange``, whose spinning workers start
-its chunks sooner, where sleeping pool threads waited for cores that other libraries'
-spinning BLAS/OpenMP threads held (measured in ``bench/peers/compare_volume.py``: 16×4
-volumes 4-5x over ``slogdet`` on the pool against 5-10x with ``prange``).
+The volume kernel runs here too: numba's static ``prange`` schedule waits for every
+worker, so one core held by another library's spinning threads stalls the whole region
+(measured in ``bench/peers/compare_volume.py``: float32 volumes 2.1x slower than float64
+and 64×8 volumes 4.6x slower than ``slogdet(aᵀa)`` with ``prange``, against 0.8-1.0x and
+0.5x here). Many small chunks, the calling thread taking its share, and helpers that have
+not started by the end cancelled, make a busy core cost nothing.
 
 Kernels take ``(lo, hi, *args)`` and process items ``lo..hi-1``; they must be compiled
 with ``nogil=True`` (``_jit.njit``) so the chunks really run at once.
@@ -90,6 +91,11 @@ def parallel_for(kernel, n_items: int, *args, n_chunks: int | None = None) -> No
     try:
         drain()
     finally:
+        # a helper that has not started yet (its core is busy elsewhere) would only find
+        # the chunks gone: cancel it instead of waiting for it to be scheduled
+        for fut in helpers:
+            fut.cancel()
         wait(helpers)  # no chunk may still be writing when we return or raise
     for fut in helpers:
-        fut.result()
+        if not fut.cancelled():
+            fut.result()

@@ -1,5 +1,7 @@
 """Batched Gram volumes (log or value) on the CPU with numba, parallel over matrices.
 
+Large batches run in chunks on the kernel thread pool (``_threads.parallel_for``).
+
 All arithmetic is float64 (float32 inputs too). Per matrix, by shape:
 
 - 3×2: the cross-product norm ``‖x × y‖`` (each component has absolute error
@@ -19,14 +21,12 @@ overflow, no division by zero.
 
 import contextlib
 import math
-import os
 
 import numba
 import numpy as np
-from numba import prange
 
-from ._jit import njit, pjit
-from ._threads import parallel_for
+from ._jit import njit
+from ._threads import n_workers, parallel_for
 
 _SQ_LO, _SQ_HI = 1e-280, 1e280  # sums of squares in here: their sqrt lost nothing
 _PROD_LO, _PROD_HI = 1e-290, 1e290  # partial products of |R_jj| in here: normal
@@ -336,18 +336,6 @@ def _volume_blocks(a, out, take_log, first, stop, lanes):
                 out[b0 + lane] = _householder_volume(a, b0 + lane, w1, diag, take_log)
 
 
-@pjit
-def _volumes(a, out, take_log, n_chunks, lanes):
-    # The parallel loop only splits the batch into contiguous ranges of blocks; each runs
-    # the serial kernel (which small batches call directly: no second compilation of the
-    # same Python function, whose cache entries would collide).
-    n_blocks = (a.shape[0] + lanes - 1) // lanes
-    for c in prange(n_chunks):
-        _volume_blocks(
-            a, out, take_log, c * n_blocks // n_chunks, (c + 1) * n_blocks // n_chunks, lanes
-        )
-
-
 @contextlib.contextmanager
 def _slp_vectorizer():
     """Compile with LLVM's SLP vectoriser on (numba's default is off).
@@ -376,28 +364,6 @@ def _volume_range(first, stop, a, out, take_log, lanes):
     _volume_blocks(a, out, take_log, first, stop, lanes)
 
 
-def _omp_in_use():
-    """Whether numba's OpenMP threading layer has started in this process."""
-    from numba.np.ufunc import parallel
-
-    return bool(getattr(parallel, "_is_initialized", False)) and numba.threading_layer() == "omp"
-
-
-# GNU OpenMP cannot run in a forked child of a process that started it: numba then
-# terminates the child ("fork() called from a process already using GNU OpenMP"). Such
-# children (multiprocessing's default on Linux, DataLoader workers) use the thread pool.
-_FORKED_FROM_OPENMP = False
-
-
-def _after_fork_in_child():
-    global _FORKED_FROM_OPENMP
-    _FORKED_FROM_OPENMP = _FORKED_FROM_OPENMP or _omp_in_use()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 def log_gram_volume(a, out, take_log=True):
     """Write the (log) Gram volume of each a[b] (a: (batch, n, k), n >= k >= 1) into out.
 
@@ -409,7 +375,7 @@ def log_gram_volume(a, out, take_log=True):
     batch, n, k = a.shape
     lanes = 64 if (n, k) == (3, 2) else _LANES  # matrices per block
     n_blocks = (batch + lanes - 1) // lanes
-    n_chunks = min(n_blocks, 8 * numba.get_num_threads())
+    n_chunks = min(n_blocks, 8 * n_workers())
     if n_chunks > 0:
         # errstate only matters under NUMBA_DISABLE_JIT=1, where scalars are NumPy's and
         # warn on the inf/NaN that the safe-range checks are designed to catch.
@@ -417,9 +383,11 @@ def log_gram_volume(a, out, take_log=True):
             if batch * n * k * k < _SERIAL_FLOPS:
                 _volume_blocks(a, out, bool(take_log), 0, n_blocks, lanes)
             else:
-                if _FORKED_FROM_OPENMP:
-                    parallel_for(
-                        _volume_range, n_blocks, a, out, bool(take_log), lanes, n_chunks=n_chunks
-                    )
-                else:
-                    _volumes(a, out, bool(take_log), n_chunks, lanes)
+                # many small chunks on the thread pool, the caller taking its share: a
+                # busy core delays nothing (numba's static prange schedule waited for it;
+                # measured in bench/peers/compare_volume.py, e.g. float32 2.1x slower
+                # than float64 and 64×8 4.6x slower than slogdet, against 0.8-1.0x and
+                # 0.5x on the pool in the same session)
+                parallel_for(
+                    _volume_range, n_blocks, a, out, bool(take_log), lanes, n_chunks=n_chunks
+                )

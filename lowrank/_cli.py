@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 __all__ = ["main"]
@@ -32,6 +33,30 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_out_folder(out: Path) -> None:
+    """Raise OSError unless ``out`` is, or could be created as, a writable folder.
+
+    Checked before any demo section runs, so a bad ``--out`` costs nothing. Writing a probe
+    file (not ``os.access``) also catches read-only file systems and holds for root; nothing
+    is left behind and no folder is created.
+    """  # numpydoc ignore=PR01
+    if out.exists() and not out.is_dir():
+        msg = "exists and is not a folder"
+        raise NotADirectoryError(msg)
+    existing = out
+    while not existing.exists():  # the nearest existing ancestor is where mkdir would start
+        existing = existing.parent
+    if not existing.is_dir():
+        msg = f"{existing} is not a folder"
+        raise NotADirectoryError(msg)
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        msg = f"no file can be created in {existing} ({exc.strerror or exc})"
+        raise PermissionError(msg) from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lowrank`` console script.
 
@@ -45,7 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     int
         Exit status.
     """
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    out = args.out.resolve()
+    try:
+        _check_out_folder(out)
+    except OSError as exc:
+        reason = str(exc) if exc.strerror is None else exc.strerror
+        parser.error(f"--out: cannot write plots to {out}: {reason}")  # exits with status 2
     from ._demo import run_demo
 
     return run_demo(args.sections, out=args.out, quick=args.quick)

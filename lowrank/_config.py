@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
+from ._lib._validation import check_bool
+
 __all__ = ["config_context", "get_config"]
 
 
@@ -49,7 +51,7 @@ def config_context(*, use_kernels: bool | None = None) -> Iterator[dict[str, Any
     Parameters
     ----------
     use_kernels : bool, optional
-        Allow (True) or forbid (False) compiled kernels. The environment variable
+        Allow (True) or forbid (False) compiled kernels (NumPy bools are accepted). The environment variable
         ``LOWRANK_USE_KERNELS=0`` sets the default to False. ``None`` keeps the
         current value.
 
@@ -76,10 +78,7 @@ def config_context(*, use_kernels: bool | None = None) -> Iterator[dict[str, Any
     """
     new = get_config()
     if use_kernels is not None:
-        if not isinstance(use_kernels, bool):
-            msg = f"`use_kernels` must be a bool; got {use_kernels!r}"
-            raise TypeError(msg)
-        new["use_kernels"] = use_kernels
+        new["use_kernels"] = check_bool(use_kernels, "use_kernels")
     token = _CONFIG.set(new)
     try:
         yield dict(new)

@@ -1,4 +1,4 @@
-"""CR (column-row) approximation of matrix products: sampled and top-k factors (SPEC §3)."""
+"""CR (column-row) approximation of matrix products: sampled and top-k factors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from typing import Any, NamedTuple
 
 from . import _cr_checks as _checks
 from ._agnostic import _cr as _agn
-from ._lib import _compat
+from ._agnostic import _cr_scale as _scale
+from ._lib import _compat, _validation
 from ._lib._random import Random
+from ._cr_expected import cr_expected_error
 from ._lib._typing import Array, ArrayNamespace, RNGLike
 
 __all__ = ["CRFactors", "CRNorms", "cr_expected_error", "cr_factors", "cr_matmul", "cr_norms"]
@@ -124,20 +126,24 @@ def cr_factors(
     rank : int
         Number of draws (``method="sample"``, ``replace=True``; may exceed ``l``) or of
         distinct indices (``min(rank, l)`` for ``"topk"`` and ``replace=False``).
-    method : {"sample", "topk"}, default "sample"
+    method : {"sample", "topk", "auto"}, default "sample"
         ``"sample"``: random draws scaled to an unbiased estimate. ``"topk"``: the
         indices with the largest ``‖a_i‖·‖b_i‖``, unscaled; ties keep the smaller index.
+        ``"auto"``: per matrix, whichever of the two has the smaller predicted squared
+        error (i.i.d. formula against the top-k remainder, both estimated with 16
+        Gaussian probes of ``a @ b``, ~``16 (nl + lm)`` flops); top-k is biased, so
+        use ``"sample"`` where an unbiased estimate is needed.
     probabilities : {"optimal", "uniform"} or array of shape (l,) or (..., l)
         Sampling distribution. ``"optimal"`` is ``p_i ∝ ‖a_i‖·‖b_i‖`` (uniform if all
         are 0). A user array must be >= 0, sum to 1, and be > 0 wherever
         ``‖a_i‖·‖b_i‖ > 0``. Only for ``method="sample"``.
     replace : bool, default True
-        ``True``: i.i.d. draws with weights ``1/(rank·p_i)`` (SPEC D5). ``False``:
+        ``True``: i.i.d. draws with weights ``1/(rank·p_i)``. ``False``:
         randomized systematic sampling with inclusion probabilities
         ``π_i = min(1, c·p_i)``, ``Σπ_i = rank``, and Horvitz–Thompson weights ``1/π_i``.
     rescale : {"none", "diagonal"}, default "none"
         ``"diagonal"`` replaces the weights by the least-squares optimal diagonal for the
-        chosen indices (SPEC §3.8), from Hadamard identities, never forming ``a @ b``.
+        chosen indices, from Hadamard identities, never forming ``a @ b``.
     norms : CRNorms or (columns, rows) pair, optional
         Precomputed :func:`cr_norms`; an entry ``None`` is computed. Trusted as given.
     check_finite : bool, default True
@@ -163,7 +169,7 @@ def cr_factors(
     See Also
     --------
     cr_matmul : The product ``C @ R`` directly.
-    cr_expected_error : The exact expected squared error of i.i.d. sampling.
+    cr_expected_error : The expected squared error of each method.
 
     Notes
     -----
@@ -173,7 +179,7 @@ def cr_factors(
     .. math:: E\|CR - ab\|_F^2 = \frac{1}{r}\Big(\sum_i \frac{\|x_i\|^2\|y_i\|^2}{p_i}
               - \|ab\|_F^2\Big),
 
-    minimised by ``p_i ∝ ‖x_i‖‖y_i‖`` [1]_ (SPEC §3.4-3.6). Without replacement the
+    minimised by ``p_i ∝ ‖x_i‖‖y_i‖`` [1]_. Without replacement the
     estimate ``Σ_{i∈S} x_i y_iᵀ/π_i`` is unbiased for any order of the systematic
     sweep; its variance ``Σ_ij (π_ij/(π_i π_j) − 1)⟨x_i y_iᵀ, x_j y_jᵀ⟩`` depends on the
     pair inclusion probabilities ``π_ij`` of the random order. Batches are drawn one
@@ -219,8 +225,11 @@ def _factors(
 ) -> Any:
     """Norms, support check, then the agnostic body with the dispatched gather."""  # numpydoc ignore=PR01,RT01
     uniform = isinstance(plan.probabilities, str) and plan.probabilities == "uniform"
-    needed = plan.method == "topk" or not uniform
-    na, nb = _checks.norms_for(a, b, norms, needed=needed, check_finite=check_finite, xp=xp)
+    needed = plan.method != "sample" or not uniform
+    # norms of power-of-two scaled inputs: the selection and weights are scale-free
+    na, nb, _, _ = _checks.scaled_norms(
+        a, b, norms, needed=needed, check_finite=check_finite, xp=xp
+    )
     if not isinstance(plan.probabilities, str):
         _checks.check_support(plan.probabilities, na, nb, xp)
     rand = Random(rng, xp, _compat.device(a))
@@ -252,14 +261,16 @@ def cr_matmul(
         Right factor.
     rank : int
         Number of draws (or distinct indices); see :func:`cr_factors`.
-    method : {"sample", "topk"}, default "sample"
+    method : {"sample", "topk", "auto"}, default "sample"
         See :func:`cr_factors`.
     probabilities : {"optimal", "uniform"} or array of shape (l,) or (..., l)
         See :func:`cr_factors`.
     replace : bool, default True
         See :func:`cr_factors`.
     rescale : {"none", "diagonal"}, default "none"
-        See :func:`cr_factors`.
+        See :func:`cr_factors`. When rescaling would cost about as much as ``a @ b``
+        itself (flop model, e.g. ``rank`` beyond ~l/4 for square-ish products), the
+        exact product is returned instead: cheaper, and its error is 0.
     norms : CRNorms or (columns, rows) pair, optional
         Precomputed norms (:func:`cr_norms`); skips the norm pass over the inputs.
     check_finite : bool, default True
@@ -301,69 +312,13 @@ def cr_matmul(
     """
     xp, a, b, out = _checks.inputs(a, b, xp)
     plan = _checks.plan(rank, method, probabilities, replace, rescale, a, xp)
+    n, inner, m = a.shape[-2], a.shape[-1], b.shape[-1]
+    if plan.rescale == "diagonal" and _agn.diagonal_costs_more(n, inner, m, plan.rank):
+        # rescaling would cost as much as the product itself: the exact product is
+        # then both cheaper and exact (the rescaled error is >= 0)
+        if check_finite:
+            _validation.check_finite(a, "a", xp)
+            _validation.check_finite(b, "b", xp)
+        return xp.astype(a @ b, out, copy=False)
     prod = _factors(a, b, plan, norms, check_finite, rng, xp, body=_agn.product)
     return xp.astype(prod, out, copy=False)
-
-
-def cr_expected_error(
-    a: Array,
-    b: Array,
-    /,
-    rank: int,
-    *,
-    probabilities: str | Array = "optimal",
-    norms: CRNorms | tuple[Array | None, Array | None] | None = None,
-    xp: ArrayNamespace | None = None,
-) -> Array:
-    r"""Exact expected squared Frobenius error of `rank` i.i.d. CR draws (SPEC §3.5).
-
-    Parameters
-    ----------
-    a : array of shape (..., n, l)
-        Left factor.
-    b : array of shape (..., l, m)
-        Right factor.
-    rank : int
-        Number of i.i.d. draws ``r``.
-    probabilities : {"optimal", "uniform"} or array of shape (l,) or (..., l)
-        The sampling distribution, as in :func:`cr_factors`.
-    norms : CRNorms or (columns, rows) pair, optional
-        Precomputed norms (:func:`cr_norms`).
-    xp : array_namespace, optional
-        The standard-compatible namespace for `a` and `b`. Default: infer.
-
-    Returns
-    -------
-    array of shape (...)
-        ``(Σ_i ‖a_i‖²‖b_i‖²/p_i − ‖a b‖_F²)/r`` in float64 (0-d for 2-D inputs), with
-        0/0 terms read as 0. ``‖a b‖_F²`` comes from ``1ᵀ[(aᵀa) ∘ (b bᵀ)]1`` when
-        ``l(n + m) < n m``, so ``a @ b`` is formed only when that is cheaper.
-
-    See Also
-    --------
-    cr_factors : The estimator whose error this is.
-
-    Notes
-    -----
-    .. math:: E\|CR - ab\|_F^2 = \frac{1}{r}\Big(\sum_i \frac{\|a_i\|^2\|b_i\|^2}{p_i}
-              - \|ab\|_F^2\Big)
-
-    For the optimal ``p`` the sum is ``(Σ_i ‖a_i‖‖b_i‖)²`` (SPEC §3.6).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from lowrank import cr_expected_error
-    >>> X = np.array([[1.0, 0, 1], [0, 1, 1]])
-    >>> Y = np.array([[1.0, 0], [0, 1], [1, 1]])
-    >>> float(cr_expected_error(X, Y, 1))
-    6.0
-    >>> round(float(cr_expected_error(X, Y, 2, probabilities="uniform")), 12)
-    4.0
-    """
-    xp, a, b, _ = _checks.inputs(a, b, xp)
-    plan = _checks.plan(rank, "sample", probabilities, True, "none", a, xp)
-    na, nb = _checks.norms_for(a, b, norms, needed=True, check_finite=True, xp=xp)
-    if not isinstance(plan.probabilities, str):
-        _checks.check_support(plan.probabilities, na, nb, xp)
-    return _agn.expected_error(a, b, na, nb, plan.rank, plan.probabilities, xp)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from ._agnostic import _cr as _agn
+from ._agnostic import _cr_scale as _scale
 from ._lib import _compat, _validation
 from ._lib._dispatch import get_kernel
 
@@ -14,7 +17,7 @@ __all__ = ["gather_op", "inputs", "norms_for", "plan", "probabilities_array"]
 
 def inputs(a: Any, b: Any, xp: Any) -> tuple[Any, Any, Any, Any]:
     """(xp, a, b, out_dtype): real floating, common dtype, inner dims and batch checked."""  # numpydoc ignore=PR01,RT01
-    xp = _validation.namespace(a, b, xp=xp)
+    xp = _validation.namespace(a, b, xp=xp, names=("a", "b"))
     _validation.check_matrix(a, "a")
     _validation.check_matrix(b, "b")
     a, out_a = _validation.to_floating(a, "a", xp)
@@ -55,7 +58,7 @@ def plan(
 ) -> _agn.CRPlan:
     """Checked options as a CRPlan; user probabilities become float64 (..., l)."""  # numpydoc ignore=PR01,RT01
     rank = _validation.check_int(rank, "rank", low=1)
-    method = _validation.check_option(method, "method", ("sample", "topk"))
+    method = _validation.check_option(method, "method", ("sample", "topk", "auto"))
     rescale = _validation.check_option(rescale, "rescale", ("none", "diagonal"))
     if not isinstance(replace, bool):
         msg = f"`replace` must be a bool; got {replace!r}"
@@ -74,7 +77,7 @@ def plan(
 
 def probabilities_array(p: Any, a: Any, xp: Any) -> Any:
     """Check a user probability vector (shape, sign, sum) and return it as float64 (..., l)."""  # numpydoc ignore=PR01,RT01
-    _validation.namespace(a, p)
+    _validation.namespace(a, p, names=("a", "probabilities"))
     _validation.check_matrix(p, "probabilities", min_ndim=1)
     inner, batch = a.shape[-1], tuple(a.shape[:-2])
     if p.shape[-1] != inner or (p.ndim > 1 and tuple(p.shape[:-1]) != batch):
@@ -99,7 +102,7 @@ def probabilities_array(p: Any, a: Any, xp: Any) -> Any:
 
 def _check_norm_arg(x: Any, name: str, a: Any, xp: Any) -> Any:
     """A user norm vector: shape (l,) or (..., l), finite, >= 0; broadcast to (..., l)."""  # numpydoc ignore=PR01,RT01
-    _validation.namespace(a, x)
+    _validation.namespace(a, x, names=("a", name))
     _validation.check_matrix(x, name, min_ndim=1)
     inner, batch = a.shape[-1], tuple(a.shape[:-2])
     if x.shape[-1] != inner or (x.ndim > 1 and tuple(x.shape[:-1]) != batch):
@@ -175,14 +178,62 @@ def norms_for(
     return na, nb
 
 
+def scaled_norms(
+    a: Any, b: Any, norms: Any, *, needed: bool, check_finite: bool, xp: Any
+) -> tuple[Any, Any, int, int]:
+    """(na, nb, ea, eb): norms of ``a * 2**-ea`` and ``b * 2**-eb``, largest in [0.5, 1).
+
+    Products and squares of these norms can neither overflow nor underflow, so weights,
+    probabilities and error formulas are the same at every scale of the inputs. A norm
+    pass whose squares over- or underflowed (entries beyond ~1e154 or below ~1e-139 in
+    float64, ~1e19 / 1e-13 in float32) is redone once on the scaled input.
+    """  # numpydoc ignore=PR01,RT01
+    with np.errstate(over="ignore", under="ignore"):  # detected below, then redone scaled
+        na, nb = norms_for(a, b, norms, needed=needed, check_finite=False, xp=xp)
+    if na is None:
+        if check_finite:
+            _validation.check_finite(a, "a", xp)
+            _validation.check_finite(b, "b", xp)
+        return None, None, 0, 0
+    given = (None, None) if norms is None else norms
+    na, ea = _scaled(a, b, na, 0, given[0] is not None, check_finite, xp)
+    nb, eb = _scaled(a, b, nb, 1, given[1] is not None, check_finite, xp)
+    return na, nb, ea, eb
+
+
+def _scaled(a: Any, b: Any, nx: Any, side: int, given: bool, check: bool, xp: Any) -> Any:
+    """One side (0: columns of a, 1: rows of b) of :func:`scaled_norms`."""  # numpydoc ignore=PR01,RT01
+    x, name = (a, "a") if side == 0 else (b, "b")
+    top = float(xp.max(nx)) if _compat.size(nx) else 0.0
+    if not given and _compat.size(x) and _scale.needs_rescan(top, x.dtype, xp):
+        peak = float(xp.max(xp.abs(x)))
+        if not math.isfinite(peak):
+            if check:
+                msg = (
+                    f"`{name}` contains NaN or Inf (seen in its norms); pass "
+                    "check_finite=False to skip this check"
+                )
+                raise ValueError(msg)
+            return nx, 0
+        e = _scale.exponent_of(peak)
+        xs = _scale.scale_pow2(x, e, xp)
+        pair = (xs, b) if side == 0 else (a, xs)
+        return _norms_op(xp)(*pair, side == 0, side == 1)[side], e
+    if check and not math.isfinite(top):
+        msg = f"`norms` given for `{name}` contain NaN or Inf"
+        raise ValueError(msg)
+    e = _scale.exponent_of(top)
+    return _scale.scale_pow2(nx, e, xp), e
+
+
 def check_support(p: Any, na: Any, nb: Any, xp: Any) -> None:
-    """ValueError if p_i = 0 where ‖a_i‖·‖b_i‖ > 0: the estimator would be biased (D5)."""  # numpydoc ignore=PR01
+    """ValueError if p_i = 0 where ‖a_i‖·‖b_i‖ > 0: the estimator would be biased."""  # numpydoc ignore=PR01
     w = xp.astype(na, xp.float64) * xp.astype(nb, xp.float64)
     bad = xp.reshape((p == 0) & (w > 0), (-1,))
     if _compat.size(bad) and bool(xp.any(bad)):
         first = int(xp.argmax(xp.astype(bad, xp.int8))) % p.shape[-1]
         msg = (
             f"`probabilities` is 0 at index {first} where ‖a_i‖·‖b_i‖ > 0; the estimate "
-            "would be biased (SPEC D5). Give every nonzero outer product p_i > 0"
+            "would be biased. Give every nonzero outer product p_i > 0"
         )
         raise ValueError(msg)

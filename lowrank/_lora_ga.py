@@ -1,4 +1,4 @@
-"""LoRA-GA initialisation from the SVD of an estimated gradient (SPEC §7, D2, D3, D7)."""
+"""LoRA-GA initialisation from the SVD of an estimated gradient (docs/theory/lora_ga.md)."""
 
 from __future__ import annotations
 
@@ -22,12 +22,12 @@ _SCALES = {
     "weightS": "weight_svd",
 }  # official-code names as aliases
 # A relative gap below 0.1 % between consecutive singular values makes the split
-# of the singular vectors at that index numerically arbitrary (SPEC §7.4).
+# of the singular vectors at that index numerically arbitrary.
 _FLAT_GAP = 1.0 + 1e-3
 
 
 class LoraFactors(NamedTuple):
-    """LoRA factors in PEFT layout (SPEC D2): the adapter adds ``scaling * B @ A``.
+    """LoRA factors in PEFT layout: the adapter adds ``scaling * B @ A``.
 
     Attributes
     ----------
@@ -102,10 +102,10 @@ def lora_ga_init(
     scaling : float
         The adapter's scaling ``s`` (``alpha / r``, or ``alpha / sqrt(r)`` for rsLoRA).
     direction : {"ArB2r", "A2rBr", "ArBr", "random"}, default: "ArB2r"
-        Which singular indices go to A and to B (SPEC D3.2). ``"random"`` draws a
+        Which singular indices go to A and to B. ``"random"`` draws a
         seeded permutation per matrix.
     scale : {"stable", "gd_scale", "unit", "weight_svd"}, default: "stable"
-        Factor scale (SPEC D3.3). The official names ``"gd"`` and ``"weightS"`` are
+        Factor scale. The official names ``"gd"`` and ``"weightS"`` are
         accepted as aliases. ``"weight_svd"`` needs `weight`.
     stable_gamma : float, default: 16.0
         The γ of the stable scale ``ζ = out**0.25 / sqrt(γ)``.
@@ -164,7 +164,7 @@ def lora_ga_init(
     Notes
     -----
     Default ("paper"): ``A0 = ζ Vh[J_A]``, ``B0 = ζ U[:, J_B]``, so ``A0 A0ᵀ = ζ² I``,
-    ``B0ᵀ B0 = ζ² I`` and the first SGD step is ``-η s² ζ² G_2r`` (SPEC §7.2, D3).
+    ``B0ᵀ B0 = ζ² I`` and the first SGD step is ``-η s² ζ² G_2r``.
 
     References
     ----------
@@ -182,7 +182,7 @@ def lora_ga_init(
     >>> bool(np.allclose(A @ A.T, np.eye(4)) and np.allclose(B.T @ B, np.eye(4)))
     True
     """
-    xp = _validation.namespace(grad, weight, xp=xp)
+    xp = _validation.namespace(grad, weight, xp=xp, names=("grad", "weight"))
     factor_opts = (rank, scaling, direction, scale, stable_gamma, compat)
     plan, svd_opts = _check_options(grad, factor_opts, (svd, n_oversamples, n_power_iter))
     work, out_dtype = _prepare(grad, "grad", check_finite, xp)

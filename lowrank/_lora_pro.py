@@ -1,8 +1,10 @@
-"""LoRA-Pro gradient alignment: adjusted LoRA gradients, equivalent gradient (SPEC §8, D4)."""
+"""LoRA-Pro gradient alignment: adjusted LoRA gradients and the equivalent gradient."""
 
 from __future__ import annotations
 
+import math
 import numbers
+import sys
 from typing import Any, NamedTuple
 
 from ._agnostic import _lora_pro as _ag
@@ -20,6 +22,10 @@ from ._lib._validation import (
 __all__ = ["LoraGrads", "equivalent_gradient", "lora_pro_adjust"]
 
 _GAUGES = ("sylvester", "zero", "symmetric")
+_NAMES = ("A", "B", "grad_A", "grad_B")
+# lora_pro_adjust needs 1/s² (the adjusted gradients scale as 1/s, the inputs as s):
+# s² must stay a normal float64, which bounds s to about [1.5e-154, 1.3e154].
+_SQUARE_RANGE = (math.sqrt(sys.float_info.min), math.sqrt(sys.float_info.max))
 
 
 class LoraGrads(NamedTuple):
@@ -33,7 +39,7 @@ class LoraGrads(NamedTuple):
         Gradient for ``lora_B``.
     """
 
-    grad_A: Array  # noqa: N815 - the issue's field names
+    grad_A: Array  # noqa: N815 - PyTorch-style field names
     grad_B: Array  # noqa: N815
 
 
@@ -69,7 +75,8 @@ def lora_pro_adjust(
         Gradient of the loss with respect to ``B``.
     scaling : float or array of shape (...)
         Adapter scaling ``s`` (``alpha / r``, or ``alpha / sqrt(r)`` under rsLoRA), > 0;
-        an array gives one scaling per batched layer.
+        an array gives one scaling per batched layer. The result involves ``1/s²``,
+        so ``s²`` must be a normal float64: about ``1.5e-154 <= s <= 1.3e154``.
     gauge : {"sylvester", "zero", "symmetric"}, default "sylvester"
         How the (gauge-independent) equivalent gradient is split between the factors:
         ``"sylvester"`` changes the raw gradients least (LoRA-Pro), ``"zero"`` is the
@@ -104,7 +111,7 @@ def lora_pro_adjust(
 
     Notes
     -----
-    With ``S_B = BᵀB``, ``S_A = AAᵀ`` and any r×r matrix ``X`` (SPEC D4)
+    With ``S_B = BᵀB``, ``S_A = AAᵀ`` and any r×r matrix ``X``
 
     .. math::
 
@@ -143,11 +150,12 @@ def lora_pro_adjust(
     >>> bool(np.allclose(B.T @ residual, 0)), bool(np.allclose(residual @ A.T, 0))
     (True, True)
     """
-    xp = namespace(A, B, grad_A, grad_B, xp=xp)
+    xp = namespace(A, B, grad_A, grad_B, xp=xp, names=_NAMES)
     check_option(gauge, "gauge", _GAUGES)
     damping = _check_damping(damping)
     (A, B, gA, gB), out_dtype = _prepare(A, B, grad_A, grad_B, check_finite, xp)
     scale = _check_scaling(scaling, A, xp)
+    _check_scaling_range(scale, *_SQUARE_RANGE, "scaling² must be a normal float64", xp)
     if A.shape[-2] == 0 or size(A) + size(B) == 0:
         return LoraGrads(xp.zeros_like(gA, dtype=out_dtype), xp.zeros_like(gB, dtype=out_dtype))
     inv_s2 = 1.0 / (scale * scale)
@@ -171,7 +179,7 @@ def equivalent_gradient(
 
     ``g̃ = P_B G + G P_A − P_B G P_A`` is the orthogonal projection of the full gradient
     ``G`` onto the tangent space ``{B Y + Z A}``, where ``P_B``/``P_A`` project onto the
-    column space of ``B`` and the row space of ``A`` (SPEC D4). It is the change of
+    column space of ``B`` and the row space of ``A``. It is the change of
     ``W + s·B A`` per unit learning rate under :func:`lora_pro_adjust` (any gauge).
 
     Parameters
@@ -185,7 +193,9 @@ def equivalent_gradient(
     grad_B : array of shape (..., out, r)
         Gradient with respect to ``B`` (``s G Aᵀ``).
     scaling : float or array of shape (...)
-        Adapter scaling ``s`` > 0.
+        Adapter scaling ``s`` > 0. The gradients are divided by ``s`` first (the
+        result is ``s``-free), so any ``s`` that is a normal number of the work dtype
+        is accepted.
     damping : "auto", float or None, default "auto"
         As in :func:`lora_pro_adjust`.
     check_finite : bool, default True
@@ -227,20 +237,25 @@ def equivalent_gradient(
     >>> g.shape, bool(np.isclose(np.sum(g * G), np.sum(g * g)))
     ((10, 12), True)
     """
-    xp = namespace(A, B, grad_A, grad_B, xp=xp)
+    xp = namespace(A, B, grad_A, grad_B, xp=xp, names=_NAMES)
     damping = _check_damping(damping)
     (A, B, gA, gB), out_dtype = _prepare(A, B, grad_A, grad_B, check_finite, xp)
     scale = _check_scaling(scaling, A, xp)
+    fi = xp.finfo(gA.dtype)
+    _check_scaling_range(scale, fi.smallest_normal, fi.max, f"a normal {gA.dtype} number", xp)
     shape = (*A.shape[:-2], B.shape[-2], A.shape[-1])
     if A.shape[-2] == 0 or size(A) + size(B) == 0:
         return xp.zeros(shape, dtype=out_dtype, device=device(A))
-    g = _ag.equivalent_gradient(A, B, gA, gB, scale=scale, damping=damping, xp=xp)
+    # g~ = s (B a0 + b0 A) with a0, b0 linear in (gA, gB) / s²: the same as s = 1 applied
+    # to gA / s and gB / s, which never forms s² (no under/overflow for tiny or huge s).
+    s = scale if isinstance(scale, float) else xp.astype(scale, gA.dtype)
+    g = _ag.equivalent_gradient(A, B, gA / s, gB / s, scale=1.0, damping=damping, xp=xp)
     return xp.astype(g, out_dtype, copy=False)
 
 
 def _prepare(A: Any, B: Any, gA: Any, gB: Any, check_finite: bool, xp: Any):
     """Validate shapes and dtypes; return arrays in one work dtype."""  # numpydoc ignore=PR01,RT01
-    names = ("A", "B", "grad_A", "grad_B")
+    names = _NAMES
     arrays = (A, B, gA, gB)
     for a, name in zip(arrays, names, strict=True):
         check_matrix(a, name)
@@ -309,8 +324,18 @@ def _check_scaling(scaling: Any, A: Any, xp: Any) -> Any:
             f"`scaling` must be a float or have the batch shape {batch}; got {tuple(scaling.shape)}"
         )
         raise ValueError(msg)
-    s = xp.astype(xp.asarray(scaling), A.dtype)
+    s = xp.astype(xp.asarray(scaling), xp.float64)  # range checks and 1/s² in float64
     if not bool(xp.all(s > 0)) or not bool(xp.all(xp.isfinite(s))):
-        msg = "`scaling` must be finite and > 0 for every layer"
+        msg = f"`scaling` must be finite and > 0 for every layer; got min {float(xp.min(s))}"
         raise ValueError(msg)
     return s[..., None, None]
+
+
+def _check_scaling_range(scale: Any, low: float, high: float, why: str, xp: Any) -> None:
+    """Raise ValueError unless every scaling lies in ``[low, high]``."""  # numpydoc ignore=PR01
+    lo, hi = (scale, scale) if isinstance(scale, float) else (
+        float(xp.min(scale)), float(xp.max(scale)))
+    if lo < low or hi > high:
+        got = repr(scale) if isinstance(scale, float) else f"values in [{lo:.3g}, {hi:.3g}]"
+        msg = f"`scaling` must satisfy {low:.3g} <= scaling <= {high:.3g} ({why}); got {got}"
+        raise ValueError(msg)

@@ -1,4 +1,4 @@
-"""Volume-based column selection (SPEC §4.2, §5.3, §6); re-exported by ``lowrank._volume``."""
+"""Volume-based column selection (docs/theory/volume.md); re-exported by ``lowrank._volume``."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def select_columns(
     r"""Choose k columns of ``a`` that span a large volume.
 
     Three selectors of k column indices S of an n×m matrix, judged by the Gram volume
-    ``vol(a[:, S])`` (SPEC §4.2, §5.3, §6):
+    ``vol(a[:, S])``:
 
     - ``"pivoted_qr"``: greedy maximum volume, i.e. column-pivoted QR (each step takes
       the column with the largest residual after projecting out the chosen ones);

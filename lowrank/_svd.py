@@ -104,13 +104,13 @@ def truncated_svd(
 
     Notes
     -----
-    The error is optimal (SPEC §2.3):
+    The error is optimal (Eckart–Young):
 
     .. math:: \\|a - U \\operatorname{diag}(S) V_h\\|_F^2 = \\sum_{i > r} \\sigma_i^2,
               \\qquad \\|a - U \\operatorname{diag}(S) V_h\\|_2 = \\sigma_{r+1}.
 
     Generic inputs use a thin SVD (``full_matrices=False``). For 2-D real NumPy input
-    with ``rank <= min(m, n) / 16`` and ``min(m, n) >= 400``, SciPy's PROPACK Lanczos
+    with ``rank <= min(m, n) / 16`` and ``min(m, n) >= 256``, SciPy's PROPACK Lanczos
     solver computes only the leading triplets, which is many times faster. Its result
     is verified a posteriori (orthonormality, both residuals, and a subspace-iteration
     check that no larger singular value was missed), and the thin SVD is used whenever
@@ -166,7 +166,7 @@ def pinv(
         Input matrix or stack of matrices; integer/bool input is promoted to float64.
     rtol : float, optional
         Relative cutoff for small singular values, ``rtol >= 0``. Default:
-        ``max(m, n) * eps`` of the working dtype (SPEC §0.3, NumPy's choice).
+        ``max(m, n) * eps`` of the working dtype (NumPy's choice).
     check_finite : bool, default: True
         Raise ``ValueError`` if `a` holds NaN or Inf.
     xp : array_namespace, optional
@@ -192,10 +192,10 @@ def pinv(
     Notes
     -----
     ``a^†`` is the minimum-norm minimiser of ``‖a X − I‖_F`` and the limit
-    ``lim_{ε→0+} (aᴴa + εI)^{-1} aᴴ`` (SPEC §1.4, §1.6). It satisfies the four
+    ``lim_{ε→0+} (aᴴa + εI)^{-1} aᴴ`` (the Moore–Penrose limit). It satisfies the four
     Moore–Penrose identities ``a a^† a = a``, ``a^† a a^† = a^†`` and the symmetry of
-    ``a a^†`` and ``a^† a`` (SPEC §1.7). The SVD route is used rather than the
-    eigendecomposition of ``aᴴa`` (SPEC §1.5), which squares the condition number.
+    ``a a^†`` and ``a^† a``. The SVD route is used rather than the
+    eigendecomposition of ``aᴴa``, which squares the condition number.
 
     References
     ----------
@@ -255,7 +255,7 @@ def optimal_factor(
         (``result @ a ≈ m``).
     rtol : float, optional
         Relative cutoff for the singular values of `a`, ``rtol >= 0``. Default:
-        ``max(a.shape[-2:]) * eps`` (SPEC §0.3).
+        ``max(a.shape[-2:]) * eps``.
     check_finite : bool, default: True
         Raise ``ValueError`` if `a` or `m` holds NaN or Inf.
     xp : array_namespace, optional
@@ -282,7 +282,7 @@ def optimal_factor(
 
     Notes
     -----
-    SPEC §1.8: ``min_B ‖A B − M‖_F`` is attained at ``B = A^† M`` and
+    ``min_B ‖A B − M‖_F`` is attained at ``B = A^† M`` and
     ``min_A ‖A B − M‖_F`` at ``A = M B^†``. With ``A = U Σ Vᴴ`` the right factor is
     evaluated as ``V (Σ^† (Uᴴ M))``, so ``A^†`` is never formed; the left case is
     symmetric. The fitted values ``A A^† M`` and ``M B^† B`` are the projections of
@@ -308,7 +308,7 @@ def optimal_factor(
     >>> A2.shape
     (8, 3)
     """
-    xp = _validation.namespace(a, m, xp=xp)
+    xp = _validation.namespace(a, m, xp=xp, names=("a", "m"))
     _validation.check_option(side, "side", ("right", "left"))
     _validation.check_matrix(a, "a")
     _validation.check_matrix(m, "m")
@@ -367,7 +367,7 @@ def _cast(x: Any, dtype: Any, xp: Any) -> Any:
 
 
 def _check_rtol(rtol: Any, a: Any, xp: Any) -> float:
-    """Validated ``rtol``; None gives the SPEC §0.3 default."""  # numpydoc ignore=PR01,RT01
+    """Validated ``rtol``; None gives ``max(m, n) * eps``."""  # numpydoc ignore=PR01,RT01
     if rtol is None:
         return _agnostic.default_rtol(tuple(a.shape), a.dtype, xp)
     return _validation.check_positive(rtol, "rtol", strict=False)

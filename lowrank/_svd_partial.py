@@ -1,7 +1,7 @@
 """Exact partial SVD for NumPy: SciPy's PROPACK Lanczos, verified a posteriori.
 
 PROPACK computes only the leading triplets and is far faster than a full ``gesdd`` when
-the rank is small next to ``min(m, n)`` (ANCHORS.md §10: 17x on 4096², rank 64). It can
+the rank is small next to ``min(m, n)`` (17x measured on 4096², rank 64). It can
 fail silently on inputs with repeated singular values (on the identity it returns
 non-orthonormal vectors and wrong values), so every result is checked here and ``None``
 is returned whenever it is not a genuine set of leading singular triplets; the caller
@@ -10,15 +10,19 @@ then falls back to the thin SVD.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 __all__ = ["prefers_partial_solver", "propack_truncated_svd"]
 
-# Crossover, measured on the 2-core CI machine (see docs/theory/svd.md): with a 1/i
+# Crossover, measured on the 2-core CI machine (docs/theory/svd.md): with a 1/i
 # spectrum PROPACK wins up to rank ~ min(m, n)/5 (square) and ~min(m, n)/8 (tall); flat
 # spectra converge slowly, so we try it only at rank <= min(m, n)/16 and cap its Lanczos
 # steps at min(m, n)/4, which keeps a failed attempt cheaper than the thin SVD itself.
@@ -42,7 +46,7 @@ def propack_truncated_svd(a: np.ndarray, rank: int) -> tuple[Any, Any, Any] | No
     from scipy.sparse.linalg import svds
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quiet_stdout():
             warnings.simplefilter("ignore")
             U, S, Vh = svds(
                 a,
@@ -60,6 +64,28 @@ def propack_truncated_svd(a: np.ndarray, rank: int) -> tuple[Any, Any, Any] | No
     if not _is_leading_triplets(a, U, S, Vh, left=False):
         return None
     return U, S, Vh
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Send the process's C-level stdout (fd 1) to the null device meanwhile.
+
+    PROPACK's LAPACK calls print messages such as ``DLASCL`` parameter errors on flat
+    spectra straight to fd 1, bypassing ``sys.stdout``; the result is verified anyway.
+    """  # numpydoc ignore=RT01,YD01
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no fd 1 (some embedded interpreters): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _rayleigh_ritz(a: Any, Vh: Any) -> tuple[Any, Any, Any]:

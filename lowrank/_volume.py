@@ -1,4 +1,4 @@
-"""Gram volumes of non-square matrices (SPEC D1, §6) and volume-based column selection."""
+"""Gram volumes of non-square matrices (docs/theory/volume.md) and volume-based column selection."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def gram_volume(
     r"""Compute the volume spanned by the columns of ``a``, ``sqrt(det(aᴴ a))``, batched.
 
     The k-dimensional volume of the parallelotope spanned by the k columns of an n×k
-    matrix (SPEC D1): the product of its singular values, and ``|det a|`` when n = k. It
+    matrix: the product of its singular values, and ``|det a|`` when n = k. It
     is 0 when n < k (returned without computing anything) or when rank(a) < k, and 1
     when k = 0, for every n. It is computed as ``prod |diag(R)|`` of a QR
     factorisation, never through ``det(aᴴa)``.
@@ -117,9 +117,9 @@ def gram_volume(
     Notes
     -----
     With :math:`a = QR` (Q with orthonormal columns), :math:`\mathrm{vol}(a) =
-    \sqrt{\det(a^H a)} = \prod_i |R_{ii}|` (SPEC §6.3). Householder QR is backward
+    \sqrt{\det(a^H a)} = \prod_i |R_{ii}|` (Cauchy–Binet / QR). Householder QR is backward
     stable, so the relative error is :math:`O(n\,\varepsilon\,\kappa(a))`; the Gram
-    route :math:`\det(a^H a)` squares the condition number (SPEC §6.5). NumPy inputs
+    route :math:`\det(a^H a)` squares the condition number. NumPy inputs
     with k <= 32 and n·k <= 4096 use a compiled batched kernel (the cross product for
     3×2, Householder QR otherwise), computing in float64; real CuPy inputs with
     n·k <= 256 a numba-cuda kernel; all other inputs the array API's ``linalg.qr``,
@@ -185,7 +185,7 @@ def log_gram_volume(
     -----
     The gradient with respect to a real full-column-rank `a` is
     :math:`\mathrm{pinv}(a)^T = a (a^T a)^{-1}`; it flows through ``linalg.qr`` on
-    torch. Accuracy and algorithms are those of :func:`gram_volume` (SPEC §6.5).
+    torch. Accuracy and algorithms are those of :func:`gram_volume`.
 
     Examples
     --------
@@ -202,7 +202,7 @@ def log_gram_volume(
 
 
 def _longer_side(a: Any, xp: Any, *, log: bool, check_finite: bool) -> Any:
-    """Volume of the columns of a tall ``a``, of the rows of a wide one (SPEC §6.1)."""  # numpydoc ignore=PR01,RT01
+    """Volume of the columns of a tall ``a``, of the rows of a wide one."""  # numpydoc ignore=PR01,RT01
     xp = namespace(a, xp=xp)
     check_matrix(a, "a")
     if a.shape[-2] < a.shape[-1]:  # aᴴ has the same nonzero singular values
@@ -216,7 +216,7 @@ def nonsquare_det(
     r"""Compute Su's non-square determinant, the product of the min(n, k) singular values.
 
     Post 6096's convention takes the volume along the longer side:
-    ``sqrt(det(aᴴa))`` if n >= k and ``sqrt(det(a aᴴ))`` if n < k (SPEC D1, §6.1).
+    ``sqrt(det(aᴴa))`` if n >= k and ``sqrt(det(a aᴴ))`` if n < k (Su's longer-side convention).
     So ``nonsquare_det(a) == nonsquare_det(aᴴ)``, it equals :func:`gram_volume` for
     n >= k, and min(n, k) = 0 gives the empty product 1.
 

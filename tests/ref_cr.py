@@ -1,4 +1,4 @@
-"""Naive float64 NumPy oracles for CR sampling (SPEC §3): brute force and exact enumeration."""
+"""Naive float64 NumPy oracles for CR sampling: brute force and exact enumeration."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def cr_error2(X, Y, idx, lam=None):
 
 
 def brute_force_best(X, Y, r):
-    """(best error, list of optimal kept sets) over all r-subsets (SPEC §3.1)."""
+    """(best error, list of optimal kept sets) over all r-subsets."""
     errs = {S: cr_error2(X, Y, S) for S in itertools.combinations(range(X.shape[1]), r)}
     best = min(errs.values())
     return best, [S for S, e in errs.items() if e <= best * (1 + 1e-12) + 1e-12]
@@ -31,7 +31,7 @@ def iid_sequences(p, r):
 
 
 def expected_error_formula(X, Y, p, r):
-    """(1/r)(Σ ‖x_i‖²‖y_i‖²/p_i − ‖XY‖_F²) with 0/0 = 0 (SPEC §3.5), by loops."""
+    """(1/r)(Σ ‖x_i‖²‖y_i‖²/p_i − ‖XY‖_F²) with 0/0 = 0, by loops."""
     total = 0.0
     for i in range(X.shape[1]):
         v = np.linalg.norm(X[:, i]) ** 2 * np.linalg.norm(Y[i, :]) ** 2
@@ -41,7 +41,7 @@ def expected_error_formula(X, Y, p, r):
 
 
 def diagonal_lstsq(X, Y, idx):
-    """λ* of SPEC §3.8 from the vectorised least-squares problem (mn-dimensional)."""
+    """Optimal diagonal λ* from the vectorised least-squares problem (mn-dimensional)."""
     U = np.stack([np.outer(X[:, i], Y[i, :]).ravel() for i in idx], axis=1)
     lam, *_ = np.linalg.lstsq(U, (X @ Y).ravel(), rcond=None)
     return lam

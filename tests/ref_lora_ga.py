@@ -1,4 +1,4 @@
-"""Test oracles for LoRA-GA: pure NumPy float64 ports with an exact SVD (ANCHORS §9.1, §9.3).
+"""Test oracles for LoRA-GA: pure NumPy float64 ports with an exact SVD (official, PEFT 0.21).
 
 ``official_init`` follows ``Outsider565/LoRA-GA`` ``peft/src/peft/tuners/lora/layer.py``
 ``lora_ga_init`` (L171-299 at 89af7de) line by line, with ``torch.svd_lowrank`` replaced
@@ -94,7 +94,7 @@ def best_rank(g, k):
 
 
 def lora_ga_objective(g, A, B):
-    """``‖B Bᵀ G + G Aᵀ A − G‖_F²`` (SPEC §7.3, lowrank layout)."""
+    """``‖B Bᵀ G + G Aᵀ A − G‖_F²`` (the LoRA-GA objective, PEFT layout)."""
     g = np.asarray(g, dtype=np.float64)
     return float(np.linalg.norm(B @ (B.T @ g) + (g @ A.T) @ A - g) ** 2)
 

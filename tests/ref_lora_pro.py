@@ -1,4 +1,4 @@
-"""Reference computations for LoRA-Pro, written from the formulas (SPEC §8.6, ANCHORS §6.4).
+"""Reference computations for LoRA-Pro, written from the formulas of the paper's official code.
 
 These are faithful ports of what the official code computes, not of its text: the
 DeepSpeed/``peta`` adjustment with ``pinv(S + 1e-8 I)``, the explicit out×out projector
@@ -39,7 +39,7 @@ def ref_lora_pro_adjust(A, B, gA, gB, scaling, *, x_mode="sylvester", delta=1e-8
     BtB_inv = torch.linalg.pinv(BtB + delta * eye_r)
     if x_mode == "sylvester":
         X = ref_solve_sylvester(BtB, AAt, -s2 * BtB_inv @ gA @ A.T)
-    elif x_mode == "symmetry":  # the official formula (uses AAᵀ where SPEC D4 has its inverse)
+    elif x_mode == "symmetry":  # the official formula: AAᵀ where the derivation has its inverse
         X = -0.5 * s2 * BtB_inv @ B.T @ gB @ AAt
     else:
         X = torch.zeros((r, r), dtype=A.dtype, device=A.device)
@@ -51,7 +51,7 @@ def ref_lora_pro_adjust(A, B, gA, gB, scaling, *, x_mode="sylvester", delta=1e-8
 
 
 def ref_full_adam_step(A, B, gA, gB, state, *, scaling, lr, betas, eps, weight_decay):
-    """One "full"-mode LoRA-Pro AdamW step (SPEC §8.7): Adam on g~, projected back.
+    """One "full"-mode LoRA-Pro AdamW step: Adam on g~, projected back.
 
     ``state`` is a dict with ``step`` (int), ``m`` and ``v`` (out×in); updated in place.
     Returns new (A, B). ε placement sqrt(v̂) + ε (the code's).

@@ -3,7 +3,7 @@
 - ``mp_log_volume``: high-precision reference (mpmath, 60 digits) from the exact input
   values; the Gram route is harmless at that precision.
 - ``det_volume``: the naive float64 ``sqrt(det(aᴴa))`` (fine for well-conditioned input).
-- ``cauchy_binet_volume``: sqrt of the sum of squared maximal minors (SPEC §6.4).
+- ``cauchy_binet_volume``: sqrt of the sum of squared maximal minors (Cauchy–Binet).
 - ``subset_volumes``: volume of every k-column subset (brute force, small m).
 """
 

@@ -1,7 +1,8 @@
 """Naive float64 NumPy oracles (the stumpy ``naive.py`` pattern): obviously correct, slow.
 
 Every function takes host arrays, works in float64 (complex128 for complex input) and
-follows the formulas of SPEC.md literally. Other topics may append their oracles here.
+follows the textbook formula literally (the formulas are derived on the docs' theory pages).
+Other topics may append their oracles here.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def singular_values(a):
 
 
 def optimal_errors(a, rank):
-    """Eckart–Young optimum (SPEC §2.3) for one matrix: (Frobenius tail, spectral sigma_{r+1})."""
+    """Eckart–Young optimum for one matrix: (Frobenius tail, spectral sigma_{r+1})."""
     s = singular_values(a)
     tail = s[rank:]
     frobenius = float(np.sqrt(np.sum(tail**2)))
@@ -29,7 +30,7 @@ def optimal_errors(a, rank):
 
 
 def best_rank_approx(a, rank):
-    """M_r = sum_{i < r} sigma_i u_i v_i^H, one outer product at a time (SPEC §2.3)."""
+    """M_r = sum_{i < r} sigma_i u_i v_i^H, one outer product at a time (Eckart–Young)."""
     U, s, Vh = np.linalg.svd(_f64(a), full_matrices=False)
     out = np.zeros(U.shape[:1] + Vh.shape[1:], dtype=U.dtype)
     for i in range(rank):
@@ -38,7 +39,7 @@ def best_rank_approx(a, rank):
 
 
 def pinv_svd(a, rtol=None):
-    """A^dagger = V Sigma^dagger U^H (SPEC §1.6), inverting singular values one by one."""
+    """A^dagger = V Sigma^dagger U^H, inverting singular values one by one."""
     a = _f64(a)
     U, s, Vh = np.linalg.svd(a, full_matrices=False)
     if rtol is None:
@@ -52,39 +53,39 @@ def pinv_svd(a, rtol=None):
 
 
 def pinv_eig(a, rtol=None):
-    """A^dagger = W Lambda^dagger W^T A^T from the eigendecomposition of A^T A (SPEC §1.5)."""
+    """A^dagger = W Lambda^dagger W^T A^T from the eigendecomposition of A^T A."""
     a = _f64(a)
     lam, W = np.linalg.eigh(a.conj().T @ a)
     if rtol is None:
         rtol = max(a.shape) * np.finfo(np.float64).eps
     # Rounding in A^T A leaves "zero" eigenvalues of size ~eps * lambda_max (the squared
-    # condition number of SPEC §1.5), so the cutoff is relative to lambda_max itself.
+    # condition number of A), so the cutoff is relative to lambda_max itself.
     cutoff = rtol * max(lam.max(initial=0.0), 0.0)
     lam_inv = np.array([1.0 / x if x > cutoff else 0.0 for x in lam])
     return W @ np.diag(lam_inv) @ W.conj().T @ a.conj().T
 
 
 def pinv_ridge(a, eps):
-    """(A^T A + eps I)^{-1} A^T, whose eps -> 0+ limit is A^dagger (SPEC §1.4)."""
+    """(A^T A + eps I)^{-1} A^T, whose eps -> 0+ limit is A^dagger."""
     a = _f64(a)
     r = a.shape[1]
     return np.linalg.solve(a.conj().T @ a + eps * np.eye(r), a.conj().T)
 
 
 def pinv_full_column_rank(a):
-    """(A^T A)^{-1} A^T for full column rank (SPEC §1.3)."""
+    """(A^T A)^{-1} A^T for full column rank."""
     a = _f64(a)
     return np.linalg.solve(a.conj().T @ a, a.conj().T)
 
 
 def pinv_full_row_rank(b):
-    """B^T (B B^T)^{-1} for full row rank (SPEC §1.3)."""
+    """B^T (B B^T)^{-1} for full row rank."""
     b = _f64(b)
     return np.linalg.solve(b @ b.conj().T, b).conj().T
 
 
 def frobenius_loss(a, b, m):
-    """||A B - M||_F in float64 (SPEC §1.1)."""
+    """||A B - M||_F in float64."""
     return float(np.linalg.norm(_f64(a) @ _f64(b) - _f64(m)))
 
 
@@ -104,7 +105,7 @@ def rank_deficient(m, n, rank, *, seed=0, high=3):
 
 
 def svd_via_eig(a):
-    """SPEC §2.4 construction: eigh of MᵀM, Σ = Λ^{1/2}, U = M V Σ⁻¹ on the nonzero part."""
+    """SVD by construction: eigh of MᵀM, Σ = Λ^{1/2}, U = M V Σ⁻¹ on the nonzero part."""
     a = _f64(a)
     lam, V = np.linalg.eigh(a.conj().T @ a)
     order = np.argsort(lam)[::-1]

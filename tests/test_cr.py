@@ -1,4 +1,4 @@
-"""CR approximation of matrix products (SPEC §3, D5, D7): invariants on every backend."""
+"""CR approximation of matrix products: invariants on every backend."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import lowrank
 from lowrank import CRNorms, cr_expected_error, cr_factors, cr_matmul, cr_norms
 from lowrank._agnostic import _cr as agn
 
-X3 = np.array([[1.0, 0, 1], [0, 1, 1]])  # SPEC §3.10
+X3 = np.array([[1.0, 0, 1], [0, 1, 1]])  # worked example of docs/theory/cr.md
 Y3 = np.array([[1.0, 0], [0, 1], [1, 1]])
 
 
@@ -49,7 +49,7 @@ def run_plan(X, Y, pl, rand):
     return C @ R, idx, lam
 
 
-# -- SPEC §3.10 worked example -------------------------------------------------------
+# -- worked example (docs/theory/cr.md) ----------------------------------------------------
 
 
 def test_worked_example_errors_and_selection():
@@ -63,7 +63,7 @@ def test_worked_example_errors_and_selection():
     top1 = cr_factors(X3, Y3, 1, method="topk")
     top2 = cr_factors(X3, Y3, 2, method="topk")
     assert to_numpy(top1.indices).tolist() == [2]
-    assert to_numpy(top2.indices).tolist() == [0, 2]  # D7 tie-break: smaller index first
+    assert to_numpy(top2.indices).tolist() == [0, 2]  # tie-break: smaller index first
     assert ref_cr.cr_error2(X3, Y3, [0, 2]) == best2
     diag = cr_factors(X3, Y3, 1, method="topk", rescale="diagonal")
     assert math.isclose(float(diag.weights[0]), 1.5, rel_tol=1e-14)
@@ -75,7 +75,7 @@ def test_both_factors_carry_the_sampling_scale():
     f = cr_factors(X, Y, 7, rng=2)
     w = np.linalg.norm(X, axis=0) * np.linalg.norm(Y, axis=1)
     p = w / w.sum()
-    scale = 1 / np.sqrt(7 * p[f.indices])  # SPEC D5: (r p_{s_j})^(-1/2) on C and on R
+    scale = 1 / np.sqrt(7 * p[f.indices])  # (r p_{s_j})^(-1/2) on C and on R
     np.testing.assert_allclose(f.C, X[:, f.indices] * scale, rtol=1e-13)
     np.testing.assert_allclose(f.R, Y[f.indices] * scale[:, None], rtol=1e-13)
     np.testing.assert_allclose(f.weights, scale**2, rtol=1e-13)
@@ -169,7 +169,7 @@ def test_monte_carlo_unbiased_and_error(replace):
 def test_topk_is_optimal_for_orthogonal_outer_products():
     rng = np.random.default_rng(6)
     Q, _ = np.linalg.qr(rng.standard_normal((8, 6)))
-    X = Q * rng.uniform(0.1, 3, 6)  # orthogonal columns: <v_i, v_j> = 0 (SPEC §3.3)
+    X = Q * rng.uniform(0.1, 3, 6)  # orthogonal columns: <v_i, v_j> = 0, so top-k is optimal
     Y = rng.standard_normal((6, 4))
     for r in range(1, 6):
         best, _ = ref_cr.brute_force_best(X, Y, r)
@@ -204,7 +204,7 @@ def test_gram_identity_matches_direct_product():
         assert math.isclose(float(agn.product_fro2(X, Y, npx)), direct, rel_tol=1e-12)
 
 
-# -- edge cases (SPEC §3.9, D7) ------------------------------------------------------
+# -- edge cases ---------------------------------------------------
 
 
 def test_all_zero_product_falls_back_to_uniform():
@@ -361,8 +361,11 @@ def test_backends_preserve_namespace_dtype_and_agree(xp, dtype, asarray, use_ker
     assert f.indices.dtype == xp.int64
     idx, lam = to_numpy(f.indices), to_numpy(f.weights).astype(float)
     tol = 100 * float(xp.finfo(dtype).eps)
-    np.testing.assert_allclose(to_numpy(M), (X[:, idx] * lam) @ Y[idx], rtol=tol, atol=tol * 10)
-    np.testing.assert_allclose(to_numpy(f.C) @ to_numpy(f.R), to_numpy(M), rtol=tol, atol=tol * 10)
+    est = (X[:, idx] * lam) @ Y[idx]
+    np.testing.assert_allclose(to_numpy(f.C) @ to_numpy(f.R), est, rtol=tol, atol=tol * 10)
+    if kw.get("rescale") and agn.diagonal_costs_more(9, 30, 7, 8):
+        est = X @ Y  # rescaling would cost more than the product: cr_matmul is exact
+    np.testing.assert_allclose(to_numpy(M), est, rtol=tol, atol=tol * 10)
     err = cr_expected_error(a, b, 8)
     assert same_namespace(xp, err)
     assert err.shape == ()
@@ -409,10 +412,46 @@ def test_cr_matmul_equals_the_factors_product_with_many_repeats(kw, batched):
     if not batched:
         assert np.unique(f.indices).size < 64 // 2  # the merge really has work to do
     M = cr_matmul(X, Y, 64, rng=7, **kw)
-    np.testing.assert_allclose(M, f.C @ f.R, rtol=1e-12, atol=1e-12)
+    if kw.get("rescale"):  # at this size rescaling costs more than the exact product
+        assert agn.diagonal_costs_more(11, 40, 9, 64)
+        np.testing.assert_allclose(M, X @ Y, rtol=1e-12, atol=1e-12)
+        M = agn_rescaled_product(X, Y, f)
+    tol = 1e-12
+    if kw.get("rescale"):  # rescaled weights solve a least-squares problem: rounding ~ eps·κ(UᵀU)
+        idx = np.unique(f.indices)
+        C, R = X[..., idx], Y[idx]
+        gram = (np.swapaxes(C, -1, -2) @ C) * (R @ R.T)
+        tol = max(tol, 10 * eps("float64") * float(np.max(np.linalg.cond(gram))))
+    np.testing.assert_allclose(M, f.C @ f.R, rtol=tol, atol=tol)
 
 
 def test_merged_product_is_still_unbiased():
     X, Y = power_law(6, 12, 5, alpha=1.5, seed=9)
     mean = np.mean([cr_matmul(X, Y, 20, rng=s) for s in range(4000)], axis=0)
     assert np.linalg.norm(mean - X @ Y) < 0.05 * np.linalg.norm(X @ Y)
+
+
+def agn_rescaled_product(X, Y, f):
+    """The merged, rescaled CR product of the factors' draws (what cr_matmul computes
+    when rescaling is cheaper than the product)."""
+    out = []
+    for x, idx in zip(X if X.ndim == 3 else [X], f.indices if X.ndim == 3 else [f.indices],
+                      strict=True):
+        m_idx, _ = agn.merge_repeats(idx, np.ones(idx.shape), npx)
+        lam = agn.diagonal_weights(x, Y, m_idx, npx)
+        out.append((x[:, m_idx] * lam) @ Y[m_idx])
+    return np.stack(out) if X.ndim == 3 else out[0]
+
+
+@pytest.mark.parametrize(
+    ("shape", "rank", "falls_back"),
+    [((2316, 384, 1536), 96, False), ((2316, 384, 1536), 384, True), ((30, 40, 20), 30, True),
+     ((4000, 200, 4000), 50, False)],
+)
+def test_rescaled_product_falls_back_to_the_exact_one_when_dearer(shape, rank, falls_back):
+    n, inner, m = shape
+    assert agn.diagonal_costs_more(n, inner, m, rank) is falls_back
+    if n * m <= 1000:
+        X, Y = power_law(n, inner, m, seed=10)
+        M = cr_matmul(X, Y, rank, rescale="diagonal", rng=0)
+        np.testing.assert_allclose(M, X @ Y, rtol=1e-13, atol=1e-13)

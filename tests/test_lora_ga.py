@@ -1,4 +1,4 @@
-"""lora_ga_init: SPEC §7.10 / D3 invariants, the official and PEFT oracles, errors."""
+"""lora_ga_init: invariants of the derivation, the official and PEFT oracles, errors."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _indices(A, B, g):
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_paper_invariants(xp, dtype, asarray, direction):
-    """A Aᵀ = Bᵀ B = ζ² I; first step = s² ζ² G_2r; equals the official code (SPEC §7.10)."""
+    """A Aᵀ = Bᵀ B = ζ² I; first step = s² ζ² G_2r; equals the official code."""
     g = _gradient()
     A, B = lowrank.lora_ga_init(asarray(g, dtype), R, scaling=S_SCALE, direction=direction, rng=3)
     assert same_namespace(xp, A)
@@ -69,7 +69,7 @@ def test_paper_invariants(xp, dtype, asarray, direction):
 
 
 def test_worked_example_diag():
-    """SPEC §7.10 item 7: G = diag(4,3,2,1), r = 1, residual 5 for both assignments."""
+    """Worked example: G = diag(4,3,2,1), r = 1, residual 5 for both assignments."""
     g = np.diag([4.0, 3.0, 2.0, 1.0])
     for direction in ("ArB2r", "A2rBr"):
         A, B = lowrank.lora_ga_init(
@@ -96,7 +96,7 @@ def test_objective_is_rank_2r_tail(direction):
 
 
 def test_gd_scale_first_step_is_g2r(xp, asarray):
-    """scale="gd_scale": s²(B Bᵀ G + G Aᵀ A) = G_2r (ANCHORS §9.2)."""
+    """scale="gd_scale": s²(B Bᵀ G + G Aᵀ A) = G_2r."""
     g = _gradient(seed=2)
     A, B = lowrank.lora_ga_init(asarray(g), R, scaling=S_SCALE, scale="gd", rng=0)
     A, B = to_numpy(A), to_numpy(B)

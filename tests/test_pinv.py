@@ -1,4 +1,4 @@
-"""pinv and optimal_factor: SPEC §1.3-1.11 (Moore–Penrose, ridge limit, least squares)."""
+"""pinv and optimal_factor: Moore–Penrose conditions, ridge limit, least squares."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_result_keeps_namespace_dtype_device_and_input(xp, dtype, asarray):
 def test_ridge_limit():
     host = reference.rank_deficient(6, 3, 2, seed=1)
     p = lowrank.pinv(host)
-    # (Below ~1e-8 the ridge solve itself loses accuracy, as SPEC §1.5 warns.)
+    # (Below ~1e-8 the ridge solve itself loses accuracy: it squares the condition number.)
     errors = [np.abs(reference.pinv_ridge(host, e) - p).max() for e in (1e-2, 1e-4, 1e-6)]
     for bigger, smaller in itertools.pairwise(errors):
         assert 30 < bigger / smaller < 300  # the error falls in proportion to eps
@@ -79,7 +79,7 @@ def test_full_rank_closed_forms():
     assert np.allclose(lowrank.pinv(square), np.linalg.inv(square), atol=1e-10)
 
 
-def test_properties_of_spec_1_7(xp, asarray):
+def test_further_moore_penrose_properties(xp, asarray):
     rng = np.random.default_rng(4)
     host = reference.rank_deficient(7, 5, 3, seed=4)
     a = asarray(host)
@@ -139,7 +139,7 @@ def test_bad_pinv_input(xp, asarray):
         lowrank.pinv(asarray(np.array([[1.0, np.nan]])))
 
 
-# --- optimal_factor (SPEC §1.8) ---------------------------------------------------------
+# --- optimal_factor (min ‖AB − M‖_F) ----------------------------------------------------------
 
 
 @pytest.mark.parametrize("rank", [3, 2])  # full column rank, then rank-deficient A

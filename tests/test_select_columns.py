@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.stats
 from helpers import same_namespace, to_numpy
 from ref_volume import subset_volumes
 
@@ -143,3 +144,36 @@ def test_bad_arguments():
         lowrank.select_columns(np.full((3, 4), np.nan), 2)
     with pytest.raises(TypeError, match="rng"):
         lowrank.select_columns(a, 2, method="volume_sampling", rng="seed")
+
+
+def _decaying_square(n, low, seed):
+    """a = U diag(s) Vᵀ with s from 1 down to `low`, plus its factors."""
+    rng = np.random.default_rng(seed)
+    U, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    V, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    s = np.logspace(0, math.log10(low), n)
+    return (U * s) @ V.T, s, V
+
+
+def test_volume_sampling_full_rank_decaying_spectrum():
+    # e_k(σ²) of this spectrum is ~1e-336: below float64's range, so the sampler's
+    # ratios must not be formed from the polynomials themselves.
+    a, s, V = _decaying_square(30, 1e-12, seed=6)
+    assert lowrank.select_columns(a, 30, method="volume_sampling", rng=0).tolist() == list(range(30))
+    # k = n - 1: leaving out column j has probability ∝ det(a₋ⱼᵀ a₋ⱼ) = det(a)² ‖(a⁻¹)ⱼ‖²
+    # (Cauchy–Binet), and a⁻¹ = V diag(1/s) Uᵀ gives the row norms without inverting.
+    weight = np.sum((V / s) ** 2, axis=1)
+    expected_p = weight / weight.sum()
+    gen, draws = np.random.default_rng(11), 300
+    counts = np.zeros(30)
+    for _ in range(draws):
+        cols = lowrank.select_columns(a, 29, method="volume_sampling", rng=gen).tolist()
+        assert len(cols) == 29
+        counts[sorted(set(range(30)) - set(cols))[0]] += 1
+    expected = draws * expected_p
+    big = expected >= 5  # chi-square bins with enough mass; the rest pooled into one
+    obs = np.append(counts[big], counts[~big].sum())
+    exp = np.append(expected[big], expected[~big].sum())
+    chi2 = float(np.sum((obs - exp) ** 2 / exp))
+    df = len(obs) - 1
+    assert chi2 < scipy.stats.chi2.ppf(1 - 1e-4, df), (chi2, df, obs, exp)  # false alarm 1e-4

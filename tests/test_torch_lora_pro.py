@@ -102,7 +102,7 @@ def test_efficient_mode_matches_reference_adam_on_adjusted_grads_and_plain_adamw
     model = peft_model(head=True)
     ref_model = copy.deepcopy(model)
     x, y = batch(out=3)
-    opt = LoRAProAdamW(model, lr=1e-2, weight_decay=0.1)
+    opt = LoRAProAdamW(model, lr=1e-2, weight_decay=0.1, weight_decay_to="zero")
     head = [p for n, p in ref_model.named_parameters() if p.requires_grad and "lora" not in n]
     assert head  # the modules_to_save head: non-LoRA trainable parameters
     head_opt = torch.optim.AdamW(head, lr=1e-2, weight_decay=0.1)
@@ -130,7 +130,9 @@ def test_full_mode_matches_reference_weight_space_adam():
     W0 = torch.randn(9, 12, dtype=torch.float64)
     x, y = torch.randn(40, 12, dtype=torch.float64), torch.randn(40, 9, dtype=torch.float64)
     s = 1.5
-    opt = LoRAProAdamW([A, B], lr=1e-2, weight_decay=0.05, mode="full", pairs=[(A, B, s)])
+    opt = LoRAProAdamW(
+        [A, B], lr=1e-2, weight_decay=0.05, mode="full", weight_decay_to="zero", pairs=[(A, B, s)]
+    )
     rA, rB = A.detach().clone(), B.detach().clone()
     state = {"step": 0, "m": torch.zeros_like(W0), "v": torch.zeros_like(W0)}
     for _ in range(3):
@@ -230,22 +232,42 @@ def test_state_dict_round_trip_and_float32_states_for_bf16(mode):
         assert torch.equal(a, b)
 
 
-def test_layers_are_batched_in_one_core_call(monkeypatch):
+def test_one_core_call_per_shape_matches_per_layer_results(monkeypatch):
+    from lowrank._agnostic import _lora_pro as core
     from lowrank.torch import _lora_pro_batch
 
     calls = []
-    real = _lora_pro_batch.lora_pro_adjust
+    real = core.lora_pro_adjust
     monkeypatch.setattr(
-        _lora_pro_batch,
-        "lora_pro_adjust",
-        lambda *a, **k: calls.append(a[0].shape) or real(*a, **k),
+        core, "lora_pro_adjust", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k)
     )
-    layers = [torch.nn.Parameter(torch.randn(*sh)) for _ in range(4) for sh in ((2, 8), (8, 2))]
-    pairs = [(layers[2 * i], layers[2 * i + 1], 2.0) for i in range(4)]
-    opt = LoRAProAdamW(layers, pairs=pairs)
-    sum(((a.sum() * b.sum()) ** 2) for a, b, _ in pairs).backward()
-    opt.step()
-    assert calls == [(4, 2, 8)]
+    g = torch.Generator().manual_seed(5)
+    shapes = [(8, 12), (8, 12), (20, 12), (8, 30), (20, 12)]  # (out, in), rank 3
+    layers = []
+    for out, inn in shapes:
+        layers += [torch.nn.Parameter(torch.randn(3, inn, generator=g, dtype=torch.float64))]
+        layers += [torch.nn.Parameter(torch.randn(out, 3, generator=g, dtype=torch.float64))]
+    pairs = [(layers[2 * i], layers[2 * i + 1], 1.0 + i) for i in range(len(shapes))]
+    for A, B, _ in pairs:
+        A.grad = torch.randn(A.shape, generator=g, dtype=torch.float64)
+        B.grad = torch.randn(B.shape, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        want = [lowrank.lora_pro_adjust(A, B, A.grad, B.grad, scaling=s) for A, B, s in pairs]
+        calls.clear()
+        got_A, got_B = _lora_pro_batch.adjusted_grads(
+            _lora_pro_batch.resolve_pairs(pairs),
+            [A.grad for A, _, _ in pairs],
+            [B.grad for _, B, _ in pairs],
+            gauge="sylvester",
+            damping="auto",
+        )
+    assert sorted(calls) == [(1, 3, 30), (2, 3, 12), (2, 3, 12)]  # one call per shape
+    # eps times the r×r inverses' condition (random Gaussian factors: < 1e2) and size
+    tol = 1e4 * torch.finfo(torch.float64).eps
+    for w, gA, gB in zip(want, got_A, got_B, strict=True):
+        # batched products may be summed in another order: rounding only
+        assert float((gA - w.grad_A).abs().max()) <= tol * float(w.grad_A.abs().max())
+        assert float((gB - w.grad_B).abs().max()) <= tol * float(w.grad_B.abs().max())
 
 
 def test_bad_arguments():
@@ -267,6 +289,73 @@ def test_bad_arguments():
         LoRAProAdamW(model, lr=-1.0)
 
 
+@pytest.mark.parametrize("mode", ["efficient", "full"])
+def test_weight_decay_pulls_the_effective_weight_toward_the_initial_one(mode):
+    """Zero gradients: only decay acts. Default: W_res + s B A stays the initial one
+    exactly; plain decay drifts it toward W_res (after LoRA-GA: W - s B0 A0)."""
+    model = peft_model(torch.float32, head=True)
+    pairs = find_lora_pairs(model)
+    w_eff = [(p.weight + p.scaling * p.B @ p.A).detach().clone() for p in pairs]
+    offsets = [(p.scaling * p.B @ p.A).detach().clone() for p in pairs]
+    twin = copy.deepcopy(model)
+    default = LoRAProAdamW(model, lr=1e-2, weight_decay=0.1, mode=mode)
+    plain = LoRAProAdamW(twin, lr=1e-2, weight_decay=0.1, mode=mode, weight_decay_to="zero")
+    for opt in (default, plain):
+        for _ in range(20):
+            for p in opt.param_groups[0]["params"]:
+                p.grad = torch.zeros_like(p)
+            opt.step()
+    for p, w0 in zip(pairs, w_eff, strict=True):
+        assert torch.equal((p.weight + p.scaling * p.B @ p.A).detach(), w0)  # bitwise
+    for p, sBA in zip(find_lora_pairs(twin), offsets, strict=True):
+        # A and B each shrink by (1 - lr·wd) per step: s B A by (1 - lr·wd)² per step
+        now = (p.scaling * p.B @ p.A).detach()
+        assert torch.allclose(now, (1 - 1e-3) ** 40 * sBA, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(now, sBA, rtol=1e-3)
+    head = [t for n, t in model.named_parameters() if t.requires_grad and "lora" not in n]
+    assert head  # non-LoRA parameters keep plain decay toward 0 under the default
+    state = default.state[head[0]]
+    assert "initial" not in state
+
+
+def test_decay_anchors_survive_a_state_dict_round_trip():
+    model = peft_model(torch.float32)
+    pairs = find_lora_pairs(model)
+    opt = LoRAProAdamW(model, lr=1e-2, weight_decay=0.1)
+    x, y = batch(torch.float32)
+    opt.zero_grad()
+    loss_fn(model, x, y).backward()
+    opt.step()
+    saved = copy.deepcopy(opt.state_dict())
+    resumed = LoRAProAdamW(model, lr=1e-2, weight_decay=0.1)  # built on trained factors
+    resumed.load_state_dict(saved)
+    assert torch.equal(resumed.state[pairs[0].A]["initial"], opt.state[pairs[0].A]["initial"])
+    assert not torch.equal(resumed.state[pairs[0].A]["initial"], pairs[0].A.detach())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"damping": "big"}, ValueError, "damping"),
+        ({"damping": -1.0}, ValueError, "damping"),
+        ({"damping": [1e-8]}, TypeError, "damping"),
+        ({"lr": "1e-3"}, TypeError, "`lr`"),
+        ({"lr": float("nan")}, ValueError, "`lr`"),
+        ({"eps": float("inf")}, ValueError, "`eps`"),
+        ({"betas": (0.9,)}, ValueError, "`betas`"),
+        ({"betas": (0.9, 1.0)}, ValueError, "`betas`"),
+        ({"weight_decay": None}, TypeError, "`weight_decay`"),
+        ({"max_grad_norm": 0.0}, ValueError, "`max_grad_norm`"),
+        ({"gauge": "sym"}, ValueError, "gauge"),
+        ({"weight_decay_to": "W0"}, ValueError, "weight_decay_to"),
+    ],
+)
+def test_every_hyper_parameter_is_checked_in_the_constructor(kwargs, error, match):
+    model = peft_model()
+    with pytest.raises(error, match=match):
+        LoRAProAdamW(model, **kwargs)  # refused before any step, no gradient needed
+
+
 @pytest.fixture
 def one_thread():
     """Tiny problems: one thread avoids oversubscription stalls on shared CI machines."""
@@ -277,7 +366,7 @@ def one_thread():
 
 
 def test_lora_ga_plus_lora_pro_tracks_full_fine_tuning(one_thread):
-    """End to end (SPEC §8, docs plot): closer to full fine-tuning than plain LoRA."""
+    """End to end (docs/theory/lora_pro.md plot): closer to full fine-tuning than plain LoRA."""
     from lowrank._demo.lora_pro import tracking_gap, training_curves
 
     curves = training_curves(40)

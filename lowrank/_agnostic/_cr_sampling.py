@@ -1,4 +1,4 @@
-"""Index draws of CR sampling (SPEC §3.4, D5): i.i.d. inverse-CDF and systematic πps.
+"""Index draws of CR sampling: i.i.d. inverse-CDF and systematic πps.
 
 Every function returns ``(indices, weights)``: int64 indices sorted ascending and the
 per-pair weights λ_j with ``C R = Σ_j λ_j a[:, s_j] b[s_j, :]``. Probabilities are float64.
@@ -24,7 +24,7 @@ def _last_positive(cdf: Any, xp: Any) -> Any:
 
 
 def iid_indices(p: Any, rank: int, rand: Any, xp: Any) -> tuple[Any, Any]:
-    """``rank`` i.i.d. inverse-CDF draws from ``p`` with λ_j = 1 / (rank p_{s_j}) (SPEC D5)."""  # numpydoc ignore=PR01,RT01
+    """``rank`` i.i.d. inverse-CDF draws from ``p`` with λ_j = 1 / (rank p_{s_j})."""  # numpydoc ignore=PR01,RT01
     cdf = xp.cumulative_sum(p)
     u = rand.uniform((rank,), xp.float64) * cdf[-1]
     # side="right" returns the first i with cdf[i] > u, so a zero-mass index (cdf flat
@@ -35,7 +35,7 @@ def iid_indices(p: Any, rank: int, rand: Any, xp: Any) -> tuple[Any, Any]:
 
 
 def topk_indices(w: Any, rank: int, xp: Any) -> tuple[Any, Any]:
-    """The ``rank`` largest ``w`` (ties: smaller index first, D7), weights 1 (SPEC §3.3)."""  # numpydoc ignore=PR01,RT01
+    """The ``rank`` largest ``w`` (ties: smaller index first), weights 1."""  # numpydoc ignore=PR01,RT01
     # ascending stable sort of -w keeps equal weights in index order
     order = xp.argsort(-w, stable=True)
     idx = xp.sort(xp.astype(order[: min(rank, w.shape[0])], xp.int64))

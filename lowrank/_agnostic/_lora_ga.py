@@ -1,4 +1,4 @@
-"""LoRA-GA initialisation bodies (SPEC §7, D2, D3): gradient SVD, index sets, scales.
+"""LoRA-GA initialisation bodies (docs/theory/lora_ga.md): gradient SVD, index sets, scales.
 
 Pure array API with explicit ``xp``. Performs no input validation.
 """
@@ -102,7 +102,7 @@ def spectral_gaps(S: Any, rank: int, rtol: float, xp: Any) -> tuple[Any, Any]:
 
 
 def _index_sets(plan: FactorPlan, perm: Any) -> tuple[Any, Any]:
-    """Index sets (J_A, J_B) as slices, or index arrays for "random" (SPEC D3.2)."""  # numpydoc ignore=PR01,RT01
+    """Index sets (J_A, J_B) as slices, or index arrays for "random" (the ``direction`` table)."""  # numpydoc ignore=PR01,RT01
     r = plan.rank
     if plan.direction == "ArB2r":
         return slice(0, r), slice(r, 2 * r)
@@ -131,7 +131,7 @@ def _take_values(s: Any, idx: Any, xp: Any) -> Any:
 def lora_ga_factors(
     U: Any, S: Any, Vh: Any, plan: FactorPlan, perm: Any, wscale: Any, xp: Any
 ) -> tuple[Any, Any]:
-    """``(A0, B0)`` from the gradient's top-2r triplets (SPEC D3 steps 2-3).
+    """``(A0, B0)`` from the gradient's top-2r triplets: index sets, then scale.
 
     ``perm`` is a (..., 2r) permutation for ``direction="random"`` (else None) and
     ``wscale`` the per-matrix weight-SVD factor for ``scale="weight_svd"``.

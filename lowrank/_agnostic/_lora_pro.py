@@ -1,4 +1,4 @@
-"""LoRA-Pro adjusted gradients in the PEFT layout (SPEC D4, §8): pure array API, no validation.
+"""LoRA-Pro adjusted gradients, PEFT layout (docs/theory/lora_pro.md): array API, no validation.
 
 Shapes: ``A`` (..., r, in), ``B`` (..., out, r), gradients alike. Everything that touches
 an ``out`` or ``in`` axis is a product with an r-sized inner or outer dimension, so the cost
@@ -47,7 +47,7 @@ def _f64(a: Any, xp: Any) -> Any:
 
 
 def _inverse_weights(lam: Any, other_trace: Any, damping: Any, eps: float, xp: Any) -> Any:
-    """Per-eigenvalue weights f(λ) of the damped pseudo-inverse (SPEC §8.8, D7).
+    """Per-eigenvalue weights f(λ) of the damped pseudo-inverse (docs/theory/lora_pro.md, Damping).
 
     ``"auto"``: null when λ <= max(r·eps·λ_max, AUTO_RATIO²·tr(S_other)/r), else
     1/(λ + eps·tr(S)/r + floor). A float δ > 0: 1/(λ + δ). ``0``: exact
@@ -87,12 +87,12 @@ def gram_spectra(A: Any, B: Any, damping: Any, xp: Any) -> GramSpectra:
 
 
 def solve_sylvester_spd(lam: Any, QB: Any, mu: Any, QA: Any, K: Any, xp: Any) -> Any:
-    """Solve S_B X + X S_A = K from S_B = QB diag(lam) QBᵀ, S_A = QA diag(mu) QAᵀ (SPEC D4).
+    """Solve S_B X + X S_A = K from S_B = QB diag(lam) QBᵀ, S_A = QA diag(mu) QAᵀ.
 
     X = QB [(QBᵀ K QA)_ij / (lam_i + mu_j)] QAᵀ: two real symmetric eigendecompositions,
     no complex ``eig`` and no r²×r² system. Quotients with lam_i + mu_j at rounding
     level (both factors null in that direction) are set to zero, which is the
-    minimum-norm least-squares solution of the singular system (SPEC §8.8). Batched.
+    minimum-norm least-squares solution of the singular system. Batched.
     """  # numpydoc ignore=PR01,RT01
     denom = lam[..., :, None] + mu[..., None, :]
     scale = xp.max(lam, axis=-1)[..., None, None] + xp.max(mu, axis=-1)[..., None, None]
@@ -107,7 +107,7 @@ def _coefficients(A, B, gA, gB, spec, inv_s2, gauge, xp):
     """r×r matrices (float64) with g_A' = CA gA + X A and g_B' = gB CB − B (MB + X).
 
     The base member (official code, X = 0) is a0 = CA gA, b0 = gB CB − B MB with
-    CA = S_B⁻¹/s², CB = S_A⁻¹/s², MB = S_B⁻¹ Bᵀg_B S_A⁻¹/s² (SPEC D4).
+    CA = S_B⁻¹/s², CB = S_A⁻¹/s², MB = S_B⁻¹ Bᵀg_B S_A⁻¹/s².
     """  # numpydoc ignore=PR01,RT01
     s2 = _f64(inv_s2, xp)
     BtgB = _f64(_matT(B, xp) @ gB, xp)
@@ -119,7 +119,7 @@ def _coefficients(A, B, gA, gB, spec, inv_s2, gauge, xp):
         return CA, CB, MB, -0.5 * MB
     # Sylvester gauge: X minimises ||a0 + XA − gA||² + ||b0 − BX − gB||² exactly:
     # S_B X + X S_A = (gA − a0)Aᵀ + Bᵀ(b0 − gB), evaluated with r×r products only.
-    # Without damping this is D4's K = −S_B⁻¹ g_A Aᵀ / s²; with damping it stays exact.
+    # Without damping this is the textbook K = −S_B⁻¹ g_A Aᵀ / s²; with damping it stays exact.
     gAAt = _f64(gA @ _matT(A, xp), xp)
     Bt_b0 = BtgB @ CB - spec.SB @ MB
     K = gAAt - CA @ gAAt + Bt_b0 - BtgB

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from typing import Any
 
 __all__ = ["Operator", "as_operator", "is_scipy_operator"]
@@ -16,21 +17,23 @@ __all__ = ["Operator", "as_operator", "is_scipy_operator"]
 
 def is_scipy_operator(a: Any) -> bool:
     """Whether ``a`` is a SciPy sparse matrix/array or a ``LinearOperator``."""  # numpydoc ignore=PR01,RT01
-    mod = type(a).__module__
-    if not mod.startswith("scipy."):
-        return False
-    from scipy.sparse import issparse
-    from scipy.sparse.linalg import LinearOperator
-
-    return bool(issparse(a)) or isinstance(a, LinearOperator)
+    # Recognised by type, not by module name, so that users' own LinearOperator subclasses
+    # are accepted; such objects exist only once SciPy is imported, so nothing is imported.
+    sparse, splinalg = sys.modules.get("scipy.sparse"), sys.modules.get("scipy.sparse.linalg")
+    if sparse is not None and sparse.issparse(a):
+        return True
+    return splinalg is not None and isinstance(a, splinalg.LinearOperator)
 
 
 class Operator:
     """``a`` (or its conjugate transpose) seen through ``matmat``/``rmatmat``, counting passes."""  # numpydoc ignore=PR01
 
     def __init__(self, a: Any, xp: Any, *, dtype: Any, dense: bool, transposed: bool = False,
-                 counter: list[int] | None = None):
+                 counter: list[int] | None = None, scale: tuple[float, float] = (1.0, 1.0)):
         self.a, self.xp, self.dtype, self.dense = a, xp, dtype, dense
+        # products are (a @ (pre·x))·post: c = pre·post split in two powers of two so that
+        # neither the scaled x nor the product leave the range, whatever the size of a
+        self._pre, self._post = scale
         # [passes so far, 1 while the next product must be checked for NaN/Inf]
         self._counter = [0, 0] if counter is None else counter
         self.transposed = transposed
@@ -79,7 +82,26 @@ class Operator:
     def T(self) -> Operator:
         """The conjugate transpose (same data, same pass counter)."""  # numpydoc ignore=RT01
         return Operator(self.a, self.xp, dtype=self.dtype, dense=self.dense,
-                        transposed=not self.transposed, counter=self._counter)
+                        transposed=not self.transposed, counter=self._counter,
+                        scale=(self._pre, self._post))
+
+    @property
+    def scale_factor(self) -> float:
+        """The power of two ``c`` of ``op = c · a`` (1.0 unless made by ``scaled``)."""  # numpydoc ignore=RT01
+        return self._pre * self._post
+
+    def scaled(self, exponent: int) -> Operator:
+        """``2^exponent · op`` (exact; same data and pass counter)."""  # numpydoc ignore=PR01,RT01
+        half = exponent // 2
+        return Operator(self.a, self.xp, dtype=self.dtype, dense=self.dense,
+                        transposed=self.transposed, counter=self._counter,
+                        scale=(2.0**half, 2.0 ** (exponent - half)))
+
+    def _product(self, x: Any, adjoint: bool) -> Any:
+        if self._pre != 1.0:
+            x = x * self._pre
+        y = self._adjoint(x) if adjoint else self._forward(x)
+        return y if self._post == 1.0 else y * self._post
 
     def _forward(self, x: Any) -> Any:
         if not self.dense:
@@ -106,13 +128,13 @@ class Operator:
         """``op @ x`` (one pass over ``a``)."""  # numpydoc ignore=PR01,RT01
         self._counter[0] += 1
         with _quiet(self._counter[1]):
-            return self._checked(self._adjoint(x) if self.transposed else self._forward(x))
+            return self._checked(self._product(x, adjoint=self.transposed))
 
     def rmatmat(self, y: Any) -> Any:
         """``opᴴ @ y`` (one pass over ``a``)."""  # numpydoc ignore=PR01,RT01
         self._counter[0] += 1
         with _quiet(self._counter[1]):
-            return self._checked(self._forward(y) if self.transposed else self._adjoint(y))
+            return self._checked(self._product(y, adjoint=not self.transposed))
 
 
 def _quiet(active: int) -> Any:
@@ -134,12 +156,24 @@ def as_operator(a: Any, xp: Any, dtype: Any) -> Operator:
         from scipy.sparse import issparse
         from scipy.sparse.linalg import aslinearoperator
 
-        if issparse(a):
-            a = a.astype(dtype) if a.dtype != dtype else a
-            a = a.tocsr() if a.format not in ("csr", "csc") else a
-        a = aslinearoperator(a) if not issparse(a) else _SparseOperator(a)
+        a = _SparseOperator(canonical_sparse(a, dtype)) if issparse(a) else aslinearoperator(a)
         return Operator(a, xp, dtype=dtype, dense=False)
     return Operator(a, xp, dtype=dtype, dense=True)
+
+
+def canonical_sparse(a: Any, dtype: Any) -> Any:
+    """``a`` as CSR/CSC in ``dtype`` without duplicate entries (copied if it needs changes).
+
+    Only then is ``.data`` the list of the matrix's nonzeros: COO, DOK and LIL store
+    values differently (LIL as Python lists), DIA pads, and duplicate CSR entries add up.
+    """  # numpydoc ignore=PR01,RT01
+    a = a if a.format in ("csr", "csc") else a.tocsr()
+    if a.dtype != dtype:
+        a = a.astype(dtype)
+    if not a.has_canonical_format:
+        a = a.copy()  # sum_duplicates works in place: keep the caller's matrix intact
+        a.sum_duplicates()
+    return a
 
 
 class _SparseOperator:
@@ -147,6 +181,7 @@ class _SparseOperator:
 
     def __init__(self, a: Any) -> None:
         self.shape, self._a = a.shape, a
+        self.data = a.data  # the nonzeros, each once (canonical format)
         self._ah = a.conj().T if a.dtype.kind == "c" else a.T
 
     def __matmul__(self, x: Any) -> Any:

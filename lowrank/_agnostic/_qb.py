@@ -13,20 +13,70 @@ from typing import Any
 from ._linalg import conj_transpose, svd_flip
 from ._randomized import empty, orthonormalize, project_out, randomized_svd, svd_from_basis
 
-__all__ = ["GUARD", "frobenius_sq", "probe_error_sq", "randqb", "sq_norm", "svd_approx"]
+__all__ = ["GUARD", "frobenius_norm", "probe_error_sq", "randqb", "sq_norm", "svd_approx"]
 
 # Below GUARD·sqrt(eps)·‖a‖_F the cheap update ‖a‖² − ‖B‖² is dominated by rounding
 # (HMT 2011 §4.3): the error is then measured with Gaussian probes instead.
 GUARD = 10.0
+# Dense inputs: one exact SVD instead of randQB when min(m, n) <= EXACT_BELOW, or as soon
+# as the basis needs more than min(m, n) / EXACT_FRACTION columns (bench/, measured).
+EXACT_BELOW = 64
+EXACT_FRACTION = 4
 
 
-def frobenius_sq(op: Any, xp: Any) -> float:
-    """``‖a‖_F²`` in float64 (one pass for dense input)."""  # numpydoc ignore=PR01,RT01
+# Rows of ``a`` whose norm is taken at once: bounds the temporaries to a few MB.
+_NORM_CHUNK = 1 << 20
+
+
+def frobenius_norm(op: Any, xp: Any) -> float:
+    """``‖a‖_F`` as a float, without overflow or underflow (one pass).
+
+    NaN/Inf in ``a`` give a non-finite value. Dense ``a`` is read in row blocks, so no
+    temporary of its size is made.
+    """  # numpydoc ignore=PR01,RT01
+    import numpy as np
+
     if not op.dense:  # SciPy sparse (LinearOperators are refused by the public layer)
-        data = op.a._a.data
-        return float((abs(data) ** 2).sum())
+        return _safe_norm(xp.asarray(op.a.data), xp)
     op.count_pass()
-    return float(xp.linalg.vector_norm(op.a)) ** 2
+    a = op.a
+    if a.shape[0] == 0 or a.shape[-1] == 0:
+        return 0.0
+    rows = max(1, _NORM_CHUNK // max(1, a.shape[-1]))
+    m = a.shape[0]
+    chunks = [a[i:min(i + rows, m), ...] for i in range(0, m, rows)]
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        fast = [float(v) for v in xp.stack([xp.linalg.vector_norm(c) for c in chunks])]
+    low, high = _safe_window(xp.finfo(op.dtype))
+    norms = [v if low <= v <= high else _safe_norm(c, xp) for v, c in zip(fast, chunks)]
+    return _hypot(norms)
+
+
+def _safe_window(finfo: Any) -> tuple[float, float]:
+    """Norms in this range were computed without over/underflow of their squares."""  # numpydoc ignore=PR01,RT01
+    top = 2.0 ** (math.log2(float(finfo.max)) / 4)
+    return 1.0 / top, top
+
+
+def _safe_norm(x: Any, xp: Any) -> float:
+    """``‖x‖_F`` with ``x`` first scaled by a power of two (exact) near ``1 / max|x|``."""  # numpydoc ignore=PR01,RT01
+    if x.shape[0] == 0:
+        return 0.0
+    big = float(xp.max(xp.abs(x)))
+    if big == 0.0 or not math.isfinite(big):
+        return big
+    c = 2.0 ** -round(math.log2(big))
+    return float(xp.linalg.vector_norm(x * c)) / c
+
+
+def _hypot(norms: list[float]) -> float:
+    """``sqrt(Σ norms²)`` in Python floats, scaled by the largest term."""  # numpydoc ignore=PR01,RT01
+    if any(not math.isfinite(v) for v in norms):
+        return math.nan
+    top = max(norms, default=0.0)
+    if top == 0.0:
+        return 0.0
+    return top * math.sqrt(sum((v / top) ** 2 for v in norms))
 
 
 def sq_norm(X: Any, xp: Any) -> float:
@@ -56,14 +106,16 @@ def _power_step(op: Any, Q: Any, B: Any, Qi: Any, xp: Any) -> Any:
 
 
 def randqb(op: Any, tol_sq: float, norm_sq: float, *, block: int | None, n_power_iter: int,
-           rand: Any, xp: Any) -> tuple[Any, Any, float]:
+           rand: Any, xp: Any, max_width: int | None = None) -> tuple[Any, Any, float] | None:
     """Grow ``Q``, ``B`` block by block until ``‖a − QB‖_F² <= tol_sq`` (estimated).
 
-    Returns ``(Q, B, err_sq)``. ``err_sq`` is the cheap update ``‖a‖² − ‖B‖²`` while that
+    Returns ``(Q, B, err_sq)``, or None as soon as ``Q`` would need more than
+    ``max_width`` columns. ``err_sq`` is the cheap update ``‖a‖² − ‖B‖²`` while that
     is above the rounding guard; below it, ``‖(a − QB)Ω‖²/b`` from the next block's own
     sketch (an unbiased probe estimate that costs no extra pass).
     """  # numpydoc ignore=PR01,RT01
     limit = min(op.m, op.n)
+    max_width = limit if max_width is None else max_width
     guard_sq = _guard_sq(op, norm_sq, xp)
     Q = B = None
     err_sq, width = norm_sq, block or 32
@@ -71,6 +123,8 @@ def randqb(op: Any, tol_sq: float, norm_sq: float, *, block: int | None, n_power
         if guard_sq < err_sq <= tol_sq:  # met, and the cheap estimate is trustworthy
             break
         b = min(width, limit - (0 if Q is None else Q.shape[-1]))
+        if (0 if Q is None else Q.shape[-1]) + b > max_width:
+            return None
         Y = _residual_sketch(op, Q, B, rand.standard_normal((op.n, b), op.dtype))
         if err_sq <= guard_sq:  # cheap update unreliable: Y doubles as a probe
             err_sq = sq_norm(Y, xp) / b
@@ -90,6 +144,25 @@ def randqb(op: Any, tol_sq: float, norm_sq: float, *, block: int | None, n_power
             probes = rand.standard_normal((op.n, 16), op.dtype)
             err_sq = sq_norm(_residual_sketch(op, Q, B, probes), xp) / 16
     return Q, B, err_sq
+
+
+def _max_basis(op: Any) -> int | None:
+    """Widest randQB basis worth building before one exact SVD of dense ``a`` is cheaper."""  # numpydoc ignore=PR01,RT01
+    if not op.dense:
+        return None  # sparse: the dense SVD would also densify
+    small = min(op.m, op.n)
+    return 0 if small <= EXACT_BELOW else small // EXACT_FRACTION
+
+
+def _exact_truncation(op: Any, norm_sq: float, tol_sq: float,
+                      xp: Any) -> tuple[Any, Any, Any, float]:
+    """Optimal (Eckart–Young) truncation of the thin SVD of dense ``a``: one read."""  # numpydoc ignore=PR01,RT01
+    op.count_pass()
+    U, S, Vh = xp.linalg.svd(op.a, full_matrices=False)  # LAPACK scales internally
+    S = S * op.scale_factor  # singular values of the (scaled) operator, safe to square
+    k, err_sq = _truncation_rank(S, 0.0, tol_sq)
+    U, Vh = svd_flip(U[..., :k], Vh[..., :k, :], xp)
+    return U, S[..., :k], Vh, math.sqrt(err_sq / norm_sq)
 
 
 def _guard_sq(op: Any, norm_sq: float, xp: Any) -> float:
@@ -122,23 +195,47 @@ def svd_approx(op: Any, rank: int | None, rtol: float | None, *, n_oversamples: 
                n_power_iter: int | None, block_size: int | None, rand: Any,
                xp: Any) -> tuple[Any, Any, Any, float, int]:
     """See docstring in `lowrank._randomized`."""  # numpydoc ignore=PR01,RT01
-    norm_sq = frobenius_sq(op, xp)
-    op.check_norm(norm_sq)
-    if norm_sq == 0.0 or min(op.m, op.n) == 0:
+    norm = frobenius_norm(op, xp)
+    op.check_norm(norm)
+    if norm == 0.0 or min(op.m, op.n) == 0:
         U, S, Vh = empty(op, rank or 0, xp)
         return U, S, Vh, 0.0, op.passes
+    # Work on 2^e·a with ‖2^e·a‖_F near 1 (exact): ‖a‖² and the Gram matrices of the blocks
+    # would over/underflow long before a itself does. Singular values are unscaled at the end.
+    exponent = _unit_exponent(norm, xp.finfo(op.dtype))
+    if exponent:
+        op, norm = op.scaled(exponent), math.ldexp(norm, exponent)
+    U, S, Vh, rel = _svd_approx_unit(op, norm**2, rank, rtol, n_oversamples=n_oversamples,
+                                     n_power_iter=n_power_iter, block_size=block_size,
+                                     rand=rand, xp=xp)
+    return U, (S * 2.0**-exponent if exponent else S), Vh, rel, op.passes
+
+
+def _unit_exponent(norm: float, finfo: Any) -> int:
+    """``e`` with ``2^e · norm`` near 1, or 0 if ``norm`` is safe to square as it is."""  # numpydoc ignore=PR01,RT01
+    low, high = _safe_window(finfo)
+    return 0 if low**0.5 <= norm <= high**0.5 else -round(math.log2(norm))
+
+
+def _svd_approx_unit(op: Any, norm_sq: float, rank: int | None, rtol: float | None, *,
+                     n_oversamples: int, n_power_iter: int | None, block_size: int | None,
+                     rand: Any, xp: Any) -> tuple[Any, Any, Any, float]:
+    """``svd_approx`` of an operator whose norm is safe to square."""  # numpydoc ignore=PR01,RT01
     if rank is not None:
         U, S, Vh, err_sq = _fixed_rank(op, rank, norm_sq, rand, xp, n_oversamples=n_oversamples,
                                        n_power_iter=n_power_iter, method="auto")
-        return U, S, Vh, math.sqrt(err_sq / norm_sq), op.passes
+        return U, S, Vh, math.sqrt(err_sq / norm_sq)
     tol_sq = rtol**2 * norm_sq
-    Q, B, err_sq = randqb(op, tol_sq, norm_sq, block=block_size,
-                          n_power_iter=1 if n_power_iter is None else n_power_iter,
-                          rand=rand, xp=xp)
+    found = randqb(op, tol_sq, norm_sq, block=block_size,
+                   n_power_iter=1 if n_power_iter is None else n_power_iter,
+                   rand=rand, xp=xp, max_width=_max_basis(op))
+    if found is None:
+        return _exact_truncation(op, norm_sq, tol_sq, xp)
+    Q, B, err_sq = found
     U, S, Vh = svd_from_basis(Q, conj_transpose(B, xp), B.shape[-2], xp)
     k, err_sq = _truncation_rank(S, err_sq, tol_sq)
     U, S, Vh = U[..., :k], S[..., :k], Vh[..., :k, :]
     if op.transposed:
         U, Vh = conj_transpose(Vh, xp), conj_transpose(U, xp)
     U, Vh = svd_flip(U, Vh, xp)
-    return U, S, Vh, math.sqrt(err_sq / norm_sq), op.passes
+    return U, S, Vh, math.sqrt(err_sq / norm_sq)

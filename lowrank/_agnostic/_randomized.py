@@ -8,11 +8,13 @@ arranged by the caller (wide inputs are transposed there).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._linalg import conj_transpose, svd_flip
+from ._orthogonal import next_block, orthonormalize, pow2_scale, project_out, sqrt_eps, thin_qr
 
 __all__ = [
+    "Basis",
     "auto_plan",
     "empty",
     "krylov_basis",
@@ -20,145 +22,141 @@ __all__ = [
     "project_out",
     "randomized_svd",
     "range_finder",
+    "ritz_residual",
+    "sqrt_eps",
     "subspace_basis",
     "svd_from_basis",
     "thin_qr",
 ]
 
-
-def _gram(Y: Any, xp: Any) -> Any:
-    """``Yᴴ Y``."""  # numpydoc ignore=PR01,RT01
-    return conj_transpose(Y, xp) @ Y
-
-
-def _cholesky_qr(Y: Any, xp: Any, mixed: bool = False) -> tuple[Any, Any] | None:
-    """(Q, R) of CholeskyQR, or None when the Gram matrix is too ill-conditioned for it.
-
-    With ``mixed``, single precision forms the small Gram matrix, its Cholesky factor and
-    inverse in double (r × r work, negligible next to the products): the factor is then
-    exact enough that Q loses only O(eps·cond) orthogonality instead of O(eps·cond²), so
-    converged Krylov blocks no longer fall back to the slow Householder QR in float32.
-    """  # numpydoc ignore=PR01,RT01
-    wide = _wider(Y.dtype, xp) if mixed else None
-    Yw = Y if wide is None else xp.astype(Y, wide)
-    try:
-        L = xp.linalg.cholesky(_gram(Yw, xp))
-    except Exception:
-        return None
-    d = xp.abs(xp.linalg.diagonal(L))
-    # diag(L) ratios bound cond(Y) from below; beyond eps^-1/4 (working precision Gram) or
-    # eps^-1/2 (double Gram of single data) one CholeskyQR round is not safe
-    eps = float(xp.finfo(Y.dtype).eps)
-    tiny = eps ** 0.25 if wide is None else eps ** 0.5
-    ok = xp.all(d > tiny * xp.max(d, axis=-1, keepdims=True))  # False on NaN too
-    if not bool(ok):
-        return None
-    Linv_h = conj_transpose(xp.linalg.inv(L), xp)
-    L_h = conj_transpose(L, xp)
-    if wide is not None:
-        Linv_h, L_h = xp.astype(Linv_h, Y.dtype), xp.astype(L_h, Y.dtype)
-    return Y @ Linv_h, L_h
+# Default Krylov depth (extensions) and block width ceil(rank / 2) + n_oversamples:
+# measured in bench/peers/compare_svd.py (flat and decaying spectra, rank 32-64).
+KRYLOV_DEPTH = 5
+SUBSPACE_DEPTH = 4
 
 
-def _wider(dtype: Any, xp: Any) -> Any:
-    """Double-precision twin of a single-precision dtype, else None."""  # numpydoc ignore=PR01,RT01
-    if dtype == xp.float32:
-        return xp.float64
-    if dtype == xp.complex64:
-        return xp.complex128
-    return None
+class Basis(NamedTuple):
+    """Orthonormal ``Q``, ``W = opᴴ Q`` (of the scaled operator), the exact power-of-two
+    scale of that operator (None: unscaled) and the residual estimate (None: not made)."""  # numpydoc ignore=PR01
+
+    Q: Any
+    W: Any
+    scale: Any
+    residual: float | None
 
 
-def thin_qr(Y: Any, xp: Any, mixed: bool = False) -> tuple[Any, Any]:
-    """Thin QR by CholeskyQR2 (GEMM speed), Householder QR when ill-conditioned."""  # numpydoc ignore=PR01,RT01
-    first = _cholesky_qr(Y, xp, mixed) if Y.shape[-1] > 0 else None
-    if first is not None:
-        second = _cholesky_qr(first[0], xp)  # cond ≈ 1 now: working precision restores O(eps)
-        if second is not None:
-            return second[0], second[1] @ first[1]
-    return xp.linalg.qr(Y)
+class _Scaled:
+    """``c · op`` for a power of two ``c``: exact, and keeps every product near 1."""  # numpydoc ignore=PR01
+
+    def __init__(self, op: Any, factor: Any) -> None:
+        self._op, self._factor = op, factor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._op, name)
+
+    def matmat(self, x: Any) -> Any:
+        """``c · op @ x``."""  # numpydoc ignore=PR01,RT01
+        return self._op.matmat(x) * self._factor
+
+    def rmatmat(self, y: Any) -> Any:
+        """``c · opᴴ @ y``."""  # numpydoc ignore=PR01,RT01
+        return self._op.rmatmat(y) * self._factor
 
 
-def orthonormalize(Y: Any, xp: Any) -> Any:
-    """Orthonormal basis of range(Y) (Q of :func:`thin_qr`)."""  # numpydoc ignore=PR01,RT01
-    return Y if Y.shape[-1] == 0 else thin_qr(Y, xp)[0]
-
-
-def project_out(Y: Any, Q: Any | None, xp: Any) -> Any:
-    """``Y − Q Qᴴ Y`` (classical block Gram–Schmidt step; Q may be None)."""  # numpydoc ignore=PR01,RT01
-    if Q is None or Q.shape[-1] == 0:
-        return Y
-    return Y - Q @ (conj_transpose(Q, xp) @ Y)
-
-
-def _next_block(Y: Any, Q: Any | None, xp: Any) -> Any:
-    """New orthonormal block orthogonal to Q (BCGS2: project, normalise, twice).
-
-    One CholeskyQR per normalisation suffices here: the second round starts from a nearly
-    orthonormal block, which is what CholeskyQR2's second pass would do anyway. "Twice
-    is enough" fails when the first projection removes almost all of a column (a
-    rank-deficient operator: the new block is round-off noise, mostly along Q again
-    after normalisation); then a third round runs (the DGKS criterion, with the column
-    norms before and after the first projection: O(m b) work, no extra product).
-    """  # numpydoc ignore=PR01,RT01
-    if Q is None:
-        return thin_qr(Y, xp, mixed=True)[0] if Y.shape[-1] > 0 else Y
-    if Y.shape[-1] == 0:
-        return Y
-    before = xp.linalg.vector_norm(Y, axis=-2)
-    Y = project_out(Y, Q, xp)
-    after = xp.linalg.vector_norm(Y, axis=-2)
-    severe = not bool(xp.all(after > sqrt_eps(Y.dtype, xp) * before))
-    Y = _normalise(Y, xp, mixed=True)
-    for _ in range(2 if severe else 1):  # later rounds start nearly orthonormal
-        Y = _normalise(project_out(Y, Q, xp), xp, mixed=False)
-    return Y
-
-
-def _normalise(Y: Any, xp: Any, mixed: bool) -> Any:
-    """Orthonormal basis of a block by CholeskyQR (Householder QR if that fails)."""  # numpydoc ignore=PR01,RT01
-    one = _cholesky_qr(Y, xp, mixed)
-    return one[0] if one is not None else xp.linalg.qr(Y).Q
+def _sketch(op: Any, width: int, rand: Any, xp: Any) -> tuple[Any, Any, Any]:
+    """``(op', Y, c)``: ``Y = op' Ω`` where ``op' = c·op`` is rescaled when ``op Ω`` is
+    near the overflow or underflow range (c None otherwise). Later products of ``op'``
+    then stay near 1: Krylov blocks ``(AAᴴ)^j AΩ`` would otherwise over/underflow."""  # numpydoc ignore=PR01,RT01
+    omega = rand.standard_normal((*op.batch, op.n, width), op.dtype)
+    Y = op.matmat(omega)
+    factor = pow2_scale(Y, xp, window=8)
+    if factor is None:
+        return op, Y, None
+    return _Scaled(op, factor), Y * factor, factor
 
 
 def range_finder(op: Any, size: int, n_power_iter: int, rand: Any, xp: Any) -> Any:
     """HMT 2011 Alg. 4.4 (QR-normalised subspace iteration); 2·n_power_iter + 1 passes."""  # numpydoc ignore=PR01,RT01
-    omega = rand.standard_normal((*op.batch, op.n, size), op.dtype)
-    Q = orthonormalize(op.matmat(omega), xp)
+    return _subspace(op, size, n_power_iter, rand, xp)[0]
+
+
+def _subspace(op: Any, size: int, n_power_iter: int, rand: Any,
+              xp: Any) -> tuple[Any, Any, Any]:
+    """Range finder on the (possibly rescaled) operator: ``(Q, op', scale)``."""  # numpydoc ignore=PR01,RT01
+    op, Y, factor = _sketch(op, size, rand, xp)
+    Q = orthonormalize(Y, xp)
     for _ in range(n_power_iter):
         Z = orthonormalize(op.rmatmat(Q), xp)
         Q = orthonormalize(op.matmat(Z), xp)
-    return Q
+    return Q, op, factor
 
 
-def subspace_basis(op: Any, size: int, n_power_iter: int, rand: Any, xp: Any) -> tuple[Any, Any]:
+def subspace_basis(op: Any, size: int, n_power_iter: int, rand: Any, xp: Any) -> Basis:
     """Range finder plus W = opᴴ Q (= Bᴴ for B = Qᴴ op): 2·n_power_iter + 2 passes."""  # numpydoc ignore=PR01,RT01
-    Q = range_finder(op, size, n_power_iter, rand, xp)
-    return Q, op.rmatmat(Q)
+    Q, op, factor = _subspace(op, size, n_power_iter, rand, xp)
+    return Basis(Q, op.rmatmat(Q), factor, None)
 
 
-def krylov_basis(op: Any, block: int, n_iter: int, rand: Any, xp: Any) -> tuple[Any, Any]:
+def krylov_basis(op: Any, block: int, n_iter: int, rand: Any, xp: Any, *,
+                 rank: int = 0, tol: float | None = None) -> Basis:
     """Block Krylov basis of ``[AΩ, (AAᴴ)AΩ, …, (AAᴴ)^q AΩ]`` and W = opᴴ Q (Musco & Musco 2015).
 
-    Every block is orthogonalised once against the previous ones (BCGS2), and the products
-    ``opᴴ Q_i`` made to extend the space are kept: together they are Bᴴ = (Qᴴ A)ᴴ, so only
-    the last block needs an extra product. Passes: 2·n_iter + 2, the last of width ``block``.
+    Every block is orthogonalised against the previous ones (:func:`next_block`: blocks
+    without new directions get random ones instead), and the products ``opᴴ Q_i`` made
+    to extend the space are kept: together they are Bᴴ = (Qᴴ A)ᴴ, so only the last block
+    needs an extra product. Passes: 2·n_iter + 2, the last of width ``block``. With
+    ``tol``, the forward products ``A W`` are kept too; after each extension they give
+    the residuals of the top-``rank`` Ritz triplets (:func:`ritz_residual`) and the space
+    stops growing once that is at most ``tol`` (so 2·it + 3 passes after ``it``
+    extensions, one more than without ``tol``).
     """  # numpydoc ignore=PR01,RT01
     limit = min(op.m, op.n)
-    omega = rand.standard_normal((*op.batch, op.n, block), op.dtype)
-    Qi = _next_block(op.matmat(omega), None, xp)
-    Q, Ws = Qi, []
-    for _ in range(n_iter):
+    op, Y, factor = _sketch(op, block, rand, xp)
+    Qi = next_block(Y, None, rand, xp)
+    Q, Ws, AW, residual = Qi, [], [], None
+    for it in range(n_iter + 1):
+        Ws.append(op.rmatmat(Qi))
         room = limit - Q.shape[-1]
-        if room <= 0:
+        if tol is None and (room <= 0 or it == n_iter):
             break
-        Wi = op.rmatmat(Qi)
-        Ws.append(Wi)
-        Y = op.matmat(Wi[..., :room] if room < block else Wi)
-        Qi = _next_block(Y, Q, xp)
+        Y = op.matmat(Ws[-1])
+        if tol is not None:
+            AW.append(Y)
+            if Q.shape[-1] >= rank:  # never stop short of rank columns
+                residual = ritz_residual(Q, xp.concat(Ws, axis=-1), xp.concat(AW, axis=-1),
+                                         rank, xp)
+                if residual <= tol:
+                    break
+            if room <= 0 or it == n_iter:
+                break
+        Qi = next_block(Y[..., :room] if room < Y.shape[-1] else Y, Q, rand, xp)
         Q = xp.concat([Q, Qi], axis=-1)
-    Ws.append(op.rmatmat(Qi))
-    return Q, xp.concat(Ws, axis=-1) if len(Ws) > 1 else Ws[0]
+    return Basis(Q, xp.concat(Ws, axis=-1) if len(Ws) > 1 else Ws[0], factor, residual)
+
+
+def ritz_residual(Q: Any, W: Any, AW: Any, rank: int, xp: Any) -> float:
+    """Largest ``‖A v_j − σ_j u_j‖ / σ_1`` over the top-``rank`` Ritz triplets of span(Q).
+
+    With ``B = Qᴴ A = Wᴴ`` and ``B Bᴴ = Wᴴ W = Y Λ Yᴴ``: ``u_j = Q y_j``, ``σ_j² = λ_j``
+    and ``v_j = W y_j / σ_j``, so ``Aᴴ u_j = σ_j v_j`` exactly and the whole residual is
+    ``A v_j − σ_j u_j = (AW y_j − λ_j Q y_j) / σ_j``, from the kept products ``AW``. Each
+    ``σ_j`` is then within ``‖r_j‖`` of a singular value of ``A`` (the triplet is exact
+    for ``A − r_j v_jᴴ``). Triplets with ``σ_j <= sqrt(eps)·σ_1`` are not resolved by the
+    Gram matrix and are left out. Returns the largest over a batch.
+    """  # numpydoc ignore=PR01,RT01
+    if rank == 0:
+        return 0.0
+    lam, V = xp.linalg.eigh(conj_transpose(W, xp) @ W)
+    Vk = xp.flip(V[..., -rank:], axis=-1)
+    lk = xp.flip(lam[..., -rank:], axis=-1)
+    lk = xp.where(lk > 0, lk, xp.zeros_like(lk))
+    R = AW @ Vk - Q @ (Vk * xp.astype(lk, Vk.dtype)[..., None, :])
+    s = xp.sqrt(lk)
+    top = s[..., :1]
+    resolved = s > sqrt_eps(s.dtype, xp) * top
+    den = xp.where(resolved, s * top, xp.ones_like(s))
+    rel = xp.where(resolved, xp.linalg.vector_norm(R, axis=-2) / den, xp.zeros_like(s))
+    return float(xp.max(rel))
 
 
 def svd_from_basis(Q: Any, W: Any, rank: int, xp: Any) -> tuple[Any, Any, Any]:
@@ -177,41 +175,51 @@ def auto_plan(op: Any, rank: int, n_oversamples: int, n_power_iter: int | None,
               method: str, block_size: int | None = None) -> tuple[str, int, int]:
     """(method, block or sketch width, iterations) for the automatic defaults.
 
-    Block Krylov spends the same products as subspace iteration but converges far faster
-    (ANCHORS §5), so "auto" always picks it. Its block is ``max(⌈3·rank/4⌉,
-    min(rank + n_oversamples, 20))`` with 3 extensions: a Krylov space of at least
-    ``3·rank`` columns in 8 passes, about ``6·rank`` column-products in all, against
-    ``6·(rank + 10)`` for two power iterations (measured on 1/i and i^-0.5 spectra: 2-7x
-    lower excess error, 0.5-0.6x the time of ``torch.svd_lowrank(q=rank+10, niter=2)``).
+    Block Krylov spends the same products as subspace iteration but converges far faster,
+    so "auto" always picks it. Its block is ``⌈rank/2⌉ + n_oversamples`` columns (or
+    ``block_size``) with ``KRYLOV_DEPTH`` extensions, widened if needed so that the
+    Krylov space holds at least ``rank`` columns. Subspace iteration sketches
+    ``rank + n_oversamples`` columns. Both are capped at ``min(m, n)``.
     """  # numpydoc ignore=PR01,RT01
     method = "block_krylov" if method == "auto" else method
     limit = min(op.m, op.n)
     if method == "block_krylov":
-        width = max(math.ceil(0.75 * rank), min(rank + n_oversamples, 20))
-        width = width if block_size is None else block_size
-        n_iter = 3 if n_power_iter is None else n_power_iter
+        width = math.ceil(rank / 2) + n_oversamples if block_size is None else block_size
+        n_iter = KRYLOV_DEPTH if n_power_iter is None else n_power_iter
+        width = max(width, math.ceil(rank / (n_iter + 1)), 1)
     else:
         width = rank + n_oversamples
-        n_iter = 4 if n_power_iter is None else n_power_iter
+        n_iter = SUBSPACE_DEPTH if n_power_iter is None else n_power_iter
     return method, min(width, limit), n_iter
 
 
 def randomized_svd(op: Any, rank: int, *, n_oversamples: int, n_power_iter: int | None,
-                   method: str, rand: Any, xp: Any,
-                   block_size: int | None = None) -> tuple[Any, Any, Any]:
-    """See docstring in `lowrank._randomized`."""  # numpydoc ignore=PR01,RT01
+                   method: str, rand: Any, xp: Any, block_size: int | None = None,
+                   tol: float | None = None) -> tuple[Any, Any, Any]:
+    """See docstring in `lowrank._randomized` (``tol`` needs the block Krylov method)."""  # numpydoc ignore=PR01,RT01
+    return randomized_svd_info(op, rank, n_oversamples=n_oversamples,
+                               n_power_iter=n_power_iter, method=method, rand=rand, xp=xp,
+                               block_size=block_size, tol=tol)[:3]
+
+
+def randomized_svd_info(op: Any, rank: int, *, n_oversamples: int, n_power_iter: int | None,
+                        method: str, rand: Any, xp: Any, block_size: int | None = None,
+                        tol: float | None = None) -> tuple[Any, Any, Any, float | None]:
+    """``(U, S, Vh, residual)``: :func:`randomized_svd` plus the Ritz residual estimate."""  # numpydoc ignore=PR01,RT01
     if rank == 0 or op.m == 0 or op.n == 0:
-        return empty(op, rank, xp)
+        return (*empty(op, rank, xp), 0.0 if tol is not None else None)
     method, width, n_iter = auto_plan(op, rank, n_oversamples, n_power_iter, method, block_size)
     if method == "block_krylov":
-        Q, W = krylov_basis(op, width, n_iter, rand, xp)
+        basis = krylov_basis(op, width, n_iter, rand, xp, rank=rank, tol=tol)
     else:
-        Q, W = subspace_basis(op, width, n_iter, rand, xp)
-    U, S, Vh = svd_from_basis(Q, W, rank, xp)
+        basis = subspace_basis(op, width, n_iter, rand, xp)
+    U, S, Vh = svd_from_basis(basis.Q, basis.W, rank, xp)
+    if basis.scale is not None:  # singular values of c·a: divide by the power of two c
+        S = S / xp.abs(basis.scale)[..., 0]
     if op.transposed:  # we factorised aᴴ = U S Vh, so a = Vhᴴ S Uᴴ
         U, Vh = conj_transpose(Vh, xp), conj_transpose(U, xp)
     U, Vh = svd_flip(U, Vh, xp)
-    return U, S, Vh
+    return U, S, Vh, basis.residual
 
 
 def empty(op: Any, rank: int, xp: Any) -> tuple[Any, Any, Any]:
@@ -229,8 +237,3 @@ def _device(a: Any) -> Any:
     from .._lib._compat import device
 
     return device(a)
-
-
-def sqrt_eps(dtype: Any, xp: Any) -> float:
-    """``sqrt(eps)`` of a floating dtype."""  # numpydoc ignore=PR01,RT01
-    return math.sqrt(float(xp.finfo(dtype).eps))

@@ -31,7 +31,7 @@ def _project_out(res: Any, q: Any, xp: Any) -> Any:
 
 
 def pivoted_qr_columns(a: Any, k: int, xp: Any) -> list[int]:
-    """Greedy max-volume: column-pivoted Gram–Schmidt (SPEC §4.2), pivot order."""  # numpydoc ignore=PR01,RT01
+    """Greedy max-volume: column-pivoted Gram–Schmidt, pivot order."""  # numpydoc ignore=PR01,RT01
     m = a.shape[1]
     res, chosen = a, []
     index = xp.arange(m, device=_compat.device(a))
@@ -90,23 +90,35 @@ def maxvol_columns(a: Any, k: int, xp: Any, max_iter: int = 1000) -> list[int]:
     return cols
 
 
-def _elementary_symmetric(lam: list[float], k: int) -> list[list[float]]:
-    """E[j][l] = e_l(lam[:j]), the elementary symmetric polynomials, l <= k."""  # numpydoc ignore=PR01,RT01
-    table = [[1.0] + [0.0] * k]
-    for x in lam:
-        prev = table[-1]
-        table.append([prev[0]] + [prev[d] + x * prev[d - 1] for d in range(1, k + 1)])
+def _log_elementary_symmetric(lam: list[float], k: int) -> np.ndarray:
+    """L[j, l] = log e_l(lam[:j]) for l <= k (-inf where e_l = 0).
+
+    In log space because e_k of a decaying spectrum underflows float64 long before the
+    ratios the sampler needs do (k = 80 values from 1 down to 1e-24 already give
+    e_k < 1e-308). The recurrence is e_l(lam[:j]) = e_l(lam[:j-1]) + lam_j e_{l-1}(lam[:j-1]).
+    """  # numpydoc ignore=PR01,RT01
+    table = np.full((len(lam) + 1, k + 1), -np.inf)
+    table[0, 0] = 0.0
+    with np.errstate(divide="ignore"):  # log(0) = -inf: a zero eigenvalue adds nothing
+        log_lam = np.log(np.asarray(lam, dtype=np.float64))
+    for j, log_x in enumerate(log_lam, start=1):
+        prev = table[j - 1]
+        table[j, 0] = 0.0
+        table[j, 1:] = np.logaddexp(prev[1:], log_x + prev[:-1])
     return table
 
 
 def _choose_spectrum(lam: list[float], k: int, draws: list[float]) -> list[int]:
     """Kulesza–Taskar Alg. 8, phase 1: eigen-indices J with P(J) ∝ prod lam[J]."""  # numpydoc ignore=PR01,RT01
-    table, chosen, left = _elementary_symmetric(lam, k), [], k
+    table, chosen, left = _log_elementary_symmetric(lam, k), [], k
     for j in range(len(lam), 0, -1):
         if left == 0:
             break
-        p = lam[j - 1] * table[j - 1][left - 1] / table[j][left]
-        if draws[j - 1] < p:
+        if lam[j - 1] <= 0:  # never chosen; the count check guarantees enough positives
+            continue
+        # p = lam_j e_{left-1}(lam[:j-1]) / e_left(lam[:j]), as a difference of logs
+        log_p = math.log(lam[j - 1]) + table[j - 1, left - 1] - table[j, left]
+        if draws[j - 1] < math.exp(min(log_p, 0.0)):
             chosen.append(j - 1)
             left -= 1
     return chosen

@@ -28,7 +28,7 @@ def thin_svd(a: Any, xp: Any) -> tuple[Any, Any, Any]:
 def truncated_svd(a: Any, rank: int, xp: Any) -> tuple[Any, Any, Any]:
     """See docstring in `lowrank._svd`.
 
-    Performs no input validation. Eckart–Young (SPEC §2.3): keep the leading ``rank``
+    Performs no input validation. Eckart–Young: keep the leading ``rank``
     triplets of a thin SVD, then fix signs with the sklearn ``svd_flip`` rule.
     """  # numpydoc ignore=PR01,RT01
     U, S, Vh = thin_svd(a, xp)
@@ -38,12 +38,12 @@ def truncated_svd(a: Any, rank: int, xp: Any) -> tuple[Any, Any, Any]:
 
 
 def default_rtol(shape: tuple[int, ...], dtype: Any, xp: Any) -> float:
-    """SPEC §0.3 relative cutoff ``max(m, n) * eps``."""  # numpydoc ignore=PR01,RT01
+    """NumPy's relative cutoff ``max(m, n) * eps``."""  # numpydoc ignore=PR01,RT01
     return max(shape[-2], shape[-1]) * float(xp.finfo(dtype).eps)
 
 
 def pseudo_inverse_values(S: Any, rtol: float, xp: Any) -> Any:
-    """``S^†``: 1/σ where σ > rtol·σ_1, else 0 (SPEC §1.6)."""  # numpydoc ignore=PR01,RT01
+    """``S^†``: 1/σ where σ > rtol·σ_1, else 0."""  # numpydoc ignore=PR01,RT01
     cutoff = rtol * xp.max(S, axis=-1, keepdims=True)
     keep = cutoff < S
     # Divide by a safe value so that no division by zero is ever evaluated.
@@ -54,7 +54,7 @@ def pseudo_inverse_values(S: Any, rtol: float, xp: Any) -> Any:
 def pinv(a: Any, rtol: float, xp: Any) -> Any:
     """See docstring in `lowrank._svd`.
 
-    Performs no input validation. SVD route ``A^† = V Σ^† Uᴴ`` (SPEC §1.6).
+    Performs no input validation. SVD route ``A^† = V Σ^† Uᴴ``.
     """  # numpydoc ignore=PR01,RT01
     U, S, Vh = thin_svd(a, xp)
     s_inv = xp.astype(pseudo_inverse_values(S, rtol, xp), a.dtype)
@@ -64,7 +64,7 @@ def pinv(a: Any, rtol: float, xp: Any) -> Any:
 def optimal_factor_right(a: Any, m: Any, rtol: float, xp: Any) -> Any:
     """See docstring in `lowrank._svd`.
 
-    Performs no input validation. ``B = A^† M = V (Σ^† (Uᴴ M))`` (SPEC §1.8), evaluated
+    Performs no input validation. ``B = A^† M = V (Σ^† (Uᴴ M))``, evaluated
     right to left so that ``A^†`` itself is never formed.
     """  # numpydoc ignore=PR01,RT01
     U, S, Vh = thin_svd(a, xp)
@@ -75,7 +75,7 @@ def optimal_factor_right(a: Any, m: Any, rtol: float, xp: Any) -> Any:
 def optimal_factor_left(b: Any, m: Any, rtol: float, xp: Any) -> Any:
     """See docstring in `lowrank._svd`.
 
-    Performs no input validation. ``A = M B^† = ((M V) Σ^†) Uᴴ`` (SPEC §1.8), evaluated
+    Performs no input validation. ``A = M B^† = ((M V) Σ^†) Uᴴ``, evaluated
     left to right so that ``B^†`` itself is never formed.
     """  # numpydoc ignore=PR01,RT01
     U, S, Vh = thin_svd(b, xp)

@@ -1,4 +1,4 @@
-"""Gram volumes through the R factor of a QR factorisation (SPEC D1, §6.5). No validation.
+"""Gram volumes through the R factor of a QR factorisation (docs/theory/volume.md). No validation.
 
 The volume ``sqrt(det(aᴴa))`` equals ``prod |diag(R)|`` for ``a = QR``; Householder QR is
 backward stable, so the relative error is ~ eps·κ(a), where ``det(aᴴa)`` gives ~ eps·κ².
@@ -32,7 +32,7 @@ def _r_diagonal(a: Any, xp: Any) -> Any:
 
 
 def _structural(a: Any, xp: Any, log: bool) -> Any | None:
-    """Results fixed by the shape alone (D1): k = 0 -> 1, n < k -> 0; else None."""  # numpydoc ignore=PR01,RT01
+    """Results fixed by the shape alone: k = 0 -> 1, n < k -> 0; else None."""  # numpydoc ignore=PR01,RT01
     n, k = a.shape[-2], a.shape[-1]
     if k != 0 and n >= k:
         return None

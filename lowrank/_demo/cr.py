@@ -18,7 +18,7 @@ def _data(n: int, inner: int, m: int, alpha: float, seed: int = 0) -> tuple[np.n
 
 
 def _prototype(X: np.ndarray, Y: np.ndarray, r: int, rng: Any) -> np.ndarray:
-    """Plain NumPy importance sampling (the peer baseline, ANCHORS §10)."""  # numpydoc ignore=PR01,RT01
+    """Plain NumPy importance sampling (the peer baseline)."""  # numpydoc ignore=PR01,RT01
     w = np.linalg.norm(X, axis=0) * np.linalg.norm(Y, axis=1)
     p = w / w.sum()
     idx = rng.choice(X.shape[1], size=r, p=p)

@@ -114,7 +114,7 @@ def _selection(ctx: Any) -> None:
 def run(ctx: Any) -> None:
     """Run the section."""  # numpydoc ignore=PR01
     b = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    print(f"  SPEC §6.6: gram_volume(B) = {float(gram_volume(b)):.6f} (√3), "
+    print(f"  worked example: gram_volume(B) = {float(gram_volume(b)):.6f} (√3), "
           f"gram_volume(Bᵀ) = {float(gram_volume(b.T))}, nonsquare_det(Bᵀ) = "
           f"{float(nonsquare_det(b.T)):.6f}")
     tiny = np.eye(200) * 1e-3

@@ -17,25 +17,60 @@ from . import _compat
 __all__ = ["Random", "check_rng"]
 
 
-def check_rng(rng: Any) -> None:
-    """Raise TypeError unless ``rng`` is None, an int >= 0 or a known Generator."""  # numpydoc ignore=PR01
+def check_rng(rng: Any, xp: Any = None, device: Any = None) -> None:
+    """Raise TypeError unless ``rng`` is None, an int >= 0 or a known Generator.
+
+    With the arrays' namespace ``xp`` (and ``device``) also refuse a backend generator
+    that cannot draw for them: a torch.Generator for NumPy arrays, a cupy Generator
+    for torch tensors, a CPU torch.Generator for CUDA tensors.
+    """  # numpydoc ignore=PR01
     if rng is None or isinstance(rng, np.random.Generator):
         return
-    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
+    if isinstance(rng, numbers.Integral) and not isinstance(rng, (bool, np.bool_)):
         if int(rng) < 0:
             msg = f"`rng` seed must be >= 0; got {rng}"
             raise ValueError(msg)
         return
-    kind = type(rng).__module__.split(".")[0] + "." + type(rng).__name__
-    if kind in {"torch.Generator", "torch._C.Generator", "cupy.Generator"} or (
-        type(rng).__name__ == "Generator" and kind.startswith(("torch", "cupy"))
-    ):
-        return
-    msg = (
-        "`rng` must be None, a non-negative int seed, a numpy.random.Generator, "
-        f"a torch.Generator or a cupy.random.Generator; got {type(rng).__name__}"
-    )
-    raise TypeError(msg)
+    family = _generator_family(rng)
+    if family is None:
+        msg = (
+            "`rng` must be None, a non-negative int seed, a numpy.random.Generator, "
+            f"a torch.Generator or a cupy.random.Generator; got {_describe(rng)}"
+        )
+        raise TypeError(msg)
+    if xp is not None:
+        _check_generator_fits(rng, family, _compat.backend_name(xp), device)
+
+
+def _describe(rng: Any) -> str:
+    """``repr`` for scalars (so ``True`` shows as ``True``), the type name otherwise."""  # numpydoc ignore=PR01,RT01
+    if isinstance(rng, (bool, np.bool_, numbers.Number, str)):
+        return f"{rng!r} ({type(rng).__name__})"
+    return type(rng).__name__
+
+
+def _generator_family(rng: Any) -> str | None:
+    """"torch" or "cupy" for those libraries' Generators, else None."""  # numpydoc ignore=PR01,RT01
+    top = type(rng).__module__.split(".")[0]
+    if top in {"torch", "cupy"} and type(rng).__name__ == "Generator":
+        return top
+    return None
+
+
+def _check_generator_fits(rng: Any, family: str, backend: str, device: Any) -> None:
+    """Raise unless the ``family`` generator can draw for ``backend`` arrays on ``device``."""  # numpydoc ignore=PR01
+    if family != backend:
+        msg = (
+            f"`rng` is a {family} Generator, which cannot draw for {backend} arrays; pass "
+            "an int seed or a numpy.random.Generator (usable with every backend) instead"
+        )
+        raise TypeError(msg)
+    if family == "torch" and device is not None:
+        gen_type, arr_type = rng.device.type, getattr(device, "type", str(device))
+        if gen_type != arr_type:
+            msg = (f"`rng` is a torch.Generator on {rng.device}, but the tensors are on "
+                   f"{device}; create it with torch.Generator(device={arr_type!r})")
+            raise ValueError(msg)
 
 
 def _seed_from(rng: Any) -> int:
@@ -43,14 +78,17 @@ def _seed_from(rng: Any) -> int:
         return int(np.random.SeedSequence().generate_state(1, dtype=np.uint64)[0] >> 1)
     if isinstance(rng, np.random.Generator):
         return int(rng.integers(0, 2**62))
-    return int(rng)
+    seed = int(rng)
+    if seed >= 2**64:  # torch/cupy take 64-bit seeds; SeedSequence hashes any size
+        return int(np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return seed
 
 
 class Random:
     """Draws on namespace ``xp`` and ``device`` from ``rng`` (see module docstring)."""  # numpydoc ignore=PR01
 
     def __init__(self, rng: Any, xp: Any, device: Any) -> None:
-        check_rng(rng)
+        check_rng(rng, xp, device)
         self.xp, self.device = xp, device
         self.kind = _compat.backend_name(xp)
         if self.kind == "torch":

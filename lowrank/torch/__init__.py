@@ -18,5 +18,8 @@ from ._layers import LoraPair as LoraPair
 from ._layers import find_lora_pairs as find_lora_pairs
 from ._lora_ga import *  # noqa: F403
 from ._lora_pro import *  # noqa: F403
+from ._trainer import lora_ga_init_trainer_ as lora_ga_init_trainer_
 
-__all__ = sorted({"LoraPair", "find_lora_pairs", *_lora_ga.__all__, *_lora_pro.__all__})
+__all__ = sorted(
+    {"LoraPair", "find_lora_pairs", "lora_ga_init_trainer_", *_lora_ga.__all__, *_lora_pro.__all__}
+)

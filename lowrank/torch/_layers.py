@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["LoraPair", "find_lora_pairs"]
+__all__ = ["LoraPair", "find_lora_pairs", "unsupported_lora_layers"]
 
 
 @dataclass(frozen=True)
@@ -119,3 +119,34 @@ def _adapters(module: Any, adapter: str | None, name: str) -> Iterable[str]:
         active = [active]
     chosen = [k for k in (active or []) if k in keys]
     return chosen or keys
+
+
+def unsupported_lora_layers(model: torch.nn.Module, *, adapter: str | None = None) -> list[str]:
+    """List the LoRA layers `find_lora_pairs` leaves out: embedding and convolution LoRA.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A model holding PEFT LoRA layers.
+    adapter : str, optional
+        Adapter name; default: every adapter.
+
+    Returns
+    -------
+    list of str
+        ``"module.adapter"`` for each ``lora_embedding_A/B`` adapter and each LoRA
+        adapter whose factors are not 2-D weights (convolutions).
+    """
+    found = []
+    for name, module in model.named_modules():
+        emb = getattr(module, "lora_embedding_A", None)
+        if isinstance(emb, torch.nn.ParameterDict):
+            found += [f"{name}.{k}" for k in emb if adapter in (None, k)]
+        if not _is_lora_layer(module):
+            continue
+        for key in module.lora_A:
+            A = getattr(module.lora_A[key], "weight", None)
+            B = getattr(module.lora_B[key], "weight", None) if key in module.lora_B else None
+            if adapter in (None, key) and (A is None or B is None or A.ndim != 2 or B.ndim != 2):
+                found.append(f"{name}.{key}")
+    return found

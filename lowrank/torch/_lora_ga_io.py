@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ._layers import LoraPair, find_lora_pairs
+from ._lora_ga_checks import check_not_initialised, mark_initialised, restore_on_failure
 
 __all__ = [
     "LoraGAInitial",
@@ -71,7 +72,11 @@ def _check_layer(
 
 
 def subtract_offset_(pair: LoraPair, A0: torch.Tensor, B0: torch.Tensor) -> LoraGAInitial:
-    """Store A0/B0 in the adapter's dtype and replace W by ``W - s B0 A0`` (SPEC D3.4)."""  # numpydoc ignore=PR01,RT01
+    """Store A0/B0 in the adapter's dtype and replace W by ``W - s B0 A0``.
+
+    The offset is formed from the factors as stored (after rounding to the adapter's
+    dtype), so ``W_res + s B0 A0`` reproduces W up to one rounding of W_res.
+    """  # numpydoc ignore=PR01,RT01
     with torch.no_grad():
         A = A0.to(dtype=pair.A.dtype, device=pair.A.device)
         B = B0.to(dtype=pair.B.dtype, device=pair.B.device)
@@ -153,9 +158,12 @@ def apply_lora_ga_offset_(
     Raises
     ------
     ValueError
-        If a layer of `state` is missing from `model` or its scaling differs.
+        If a layer of `state` is missing from `model`, its scaling differs, or its
+        adapter carries a LoRA-GA offset already (applying twice would subtract two
+        offsets). The model is then unchanged.
     """
     pairs = {p.name: p for p in find_lora_pairs(model, adapter=adapter)}
+    todo = []
     for name, init in state.items():
         pair = pairs.get(name)
         if pair is None:
@@ -164,7 +172,12 @@ def apply_lora_ga_offset_(
         if abs(pair.scaling - init.scaling) > 1e-12 * abs(init.scaling):
             msg = f"layer {name!r}: scaling {pair.scaling} differs from the saved {init.scaling}"
             raise ValueError(msg)
-        subtract_offset_(pair, init.A, init.B)
+        todo.append((pair, init))
+    check_not_initialised([pair for pair, _ in todo])
+    with restore_on_failure([pair for pair, _ in todo]):
+        for pair, init in todo:
+            subtract_offset_(pair, init.A, init.B)
+    mark_initialised([pair for pair, _ in todo])
 
 
 def export_lora_adapter(

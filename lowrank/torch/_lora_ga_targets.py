@@ -43,6 +43,13 @@ def target_parameters(
         if id(p) not in names:
             msg = "a target parameter does not belong to `model`"
             raise ValueError(msg)
+        if not p.is_floating_point() or hasattr(p, "quant_state"):
+            msg = (
+                f"target {names[id(p)]!r} is quantized or not floating ({type(p).__name__}, "
+                f"dtype {p.dtype}): no gradient can be formed for it (as in PEFT, LoRA-GA "
+                "needs full-precision weights)"
+            )
+            raise TypeError(msg)
         out[names[id(p)]] = p
     if not out:
         msg = "no target weights found: pass `targets=` (module or parameter names)"
@@ -99,6 +106,9 @@ def _normalise(name: str) -> str:
 def grad_for_pair(model: torch.nn.Module, pair: LoraPair, grads: Mapping[str, Any]) -> Any:
     """The (out, in) gradient of a pair's base weight from an `estimate_gradients` dict."""  # numpydoc ignore=PR01,RT01
     names = [n for n, p in model.named_parameters(remove_duplicate=False) if p is pair.weight]
+    own = [n for n, m in model.named_modules() if m is getattr(pair.module, "base_layer", None)]
+    own_names = [f"{n}.weight" for n in own]  # the layer's own name first (tied weights)
+    names = own_names + [n for n in names if n not in own_names]
     by_norm = {_normalise(k): v for k, v in grads.items()}
     for n in names:
         g = grads.get(n, by_norm.get(_normalise(n)))
@@ -108,23 +118,80 @@ def grad_for_pair(model: torch.nn.Module, pair: LoraPair, grads: Mapping[str, An
     raise ValueError(msg)
 
 
-def model_outputs_close(model: Any, inputs: Any, before: Any) -> Any:
-    """Return outputs on ``inputs`` (no grad, eval mode); with ``before``, raise unless close."""  # numpydoc ignore=PR01,RT01
+def model_outputs_close(model: Any, inputs: Any, before: Any, growth: float = 1.0) -> Any:
+    """Return the outputs on ``inputs`` (no grad, eval mode); with ``before``, check them.
+
+    Float32/float64 models: within ``64 eps * growth`` of the output scale, where
+    ``growth = 1 + max|s B0 A0| / max|W|`` over the layers: rounding the residual weight
+    ``W - s B0 A0`` costs up to eps/2 of its entries, which grow with the offset. Models with bf16/fp16
+    tensors are also run with those tensors in float32 (the exact function of the
+    stored weights): the init may change that function by at most the model's own
+    rounding error (its low-precision outputs against its float32 outputs, before the
+    init), plus 64 float32 eps of the output scale.
+    """  # numpydoc ignore=PR01,RT01
     if inputs is None or not isinstance(model, torch.nn.Module):
         return None
-    was_training = model.training
+    low = _low_precision(model)
+    out = _outputs(model, inputs)
+    exact = _outputs_float32(model, inputs, low) if low else None
+    if before is None:
+        return out, exact
+    out_before, exact_before = before
+    scale = max(1.0, float(out_before.float().abs().max()))
+    if exact_before is None:
+        diff = float((out.float() - out_before.float()).abs().max())
+        tol = 64 * torch.finfo(out.dtype).eps * scale * growth
+        what = f"{tol:.3g} (64 eps of the output scale, times {growth:.3g} for the offsets)"
+    else:
+        own = float((out_before.float() - exact_before).abs().max())
+        diff = float((exact - exact_before).abs().max())
+        tol = own + 64 * torch.finfo(torch.float32).eps * scale
+        what = f"{tol:.3g} (the model's own {out.dtype} rounding error, run in float32)"
+    if not diff <= tol:
+        msg = f"model outputs changed at LoRA-GA init: max abs difference {diff:.3g} > {what}"
+        raise ValueError(msg)
+    return out, exact
+
+
+def _outputs(model: torch.nn.Module, inputs: Any) -> torch.Tensor:
+    """Detached outputs in eval mode without grad; every module's mode restored."""  # numpydoc ignore=PR01,RT01
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
-            out = forward(model, inputs, False)
+            return forward(model, inputs, False).detach().clone()
     finally:
-        model.train(was_training)
-    if before is None:
-        return out.detach().clone()
-    ref = before.float()
-    diff = float((out.float() - ref).abs().max())
-    tol = 64 * torch.finfo(out.dtype).eps * max(1.0, float(ref.abs().max()))
-    if not diff <= tol:
-        msg = f"model outputs changed at LoRA-GA init: max abs difference {diff:.3g} > {tol:.3g}"
-        raise ValueError(msg)
-    return out
+        for m, mode in modes:
+            m.training = mode
+
+
+def _low_precision(model: torch.nn.Module) -> list[torch.Tensor]:
+    """Parameters and buffers stored in bf16/fp16."""  # numpydoc ignore=PR01,RT01
+    tensors = [*model.parameters(), *model.buffers()]
+    return [t for t in tensors if t.dtype in (torch.bfloat16, torch.float16)]
+
+
+def _outputs_float32(model: torch.nn.Module, inputs: Any, low: list[torch.Tensor]) -> Any:
+    """Outputs with every low-precision tensor (and input) in float32, then put back.
+
+    The original storages are reattached afterwards, so the model is bitwise unchanged.
+    """  # numpydoc ignore=PR01,RT01
+    originals = [t.data for t in low]
+    try:
+        for t in low:
+            t.data = t.data.float()
+        return _outputs(model, _inputs_float32(inputs)).float()
+    finally:
+        for t, data in zip(low, originals, strict=True):
+            t.data = data
+
+
+def _inputs_float32(batch: Any) -> Any:
+    """The batch with bf16/fp16 tensors cast to float32 (other entries as they are)."""  # numpydoc ignore=PR01,RT01
+    if isinstance(batch, torch.Tensor):
+        return batch.float() if batch.dtype in (torch.bfloat16, torch.float16) else batch
+    if isinstance(batch, Mapping):
+        return {k: _inputs_float32(v) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_inputs_float32(v) for v in batch)
+    return batch

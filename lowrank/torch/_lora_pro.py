@@ -12,6 +12,7 @@ from ._lora_pro_adam import adam_direction, adamw_, check_hyper, clipped, foreac
 from ._lora_pro_batch import (
     Pair,
     adjusted_grads,
+    check_damping,
     compute_dtype,
     equivalent_grads,
     project_back,
@@ -92,7 +93,7 @@ def _has_grad(p: Pair) -> bool:
 
 
 class LoRAProAdamW(torch.optim.Optimizer):
-    r"""AdamW that trains LoRA adapters along the LoRA-Pro direction (SPEC §8.7, D4).
+    r"""AdamW that trains LoRA adapters along the LoRA-Pro direction (LoRA-Pro, arXiv:2407.18242).
 
     Parameters
     ----------
@@ -108,6 +109,14 @@ class LoRAProAdamW(torch.optim.Optimizer):
     weight_decay : float, default 1e-2
         Decoupled weight decay (AdamW), applied to every optimized parameter (for LoRA
         pairs: to A and B, never to the frozen base weight).
+    weight_decay_to : {"init", "zero"}, default "init"
+        ``"init"``: LoRA factors decay toward their values when the optimizer was built,
+        ``A <- A - lr·wd·(A - A0)`` (and B alike), so the effective weight
+        ``W_res + s B A`` decays toward the initial effective weight. After a LoRA-GA
+        init (``W_res = W - s B0 A0``) plain decay would pull it toward ``W - s B0 A0``
+        instead of the pretrained ``W``. The anchors are kept in the optimizer state
+        (saved by ``state_dict``, so a resumed run keeps the original ones).
+        ``"zero"``: plain AdamW decay toward 0. Other parameters always decay toward 0.
     mode : {"efficient", "full"}, default "efficient"
         ``"efficient"``: Adam on the adjusted factor gradients, states the size of A and
         B. ``"full"``: Adam in weight space on the equivalent gradient g̃ (the paper),
@@ -155,7 +164,7 @@ class LoRAProAdamW(torch.optim.Optimizer):
     >>> ((x @ (2.0 * B @ A).T - y) ** 2).mean().backward()
     >>> opt.step()
     >>> sorted(opt.state[A])
-    ['exp_avg', 'exp_avg_sq', 'step']
+    ['exp_avg', 'exp_avg_sq', 'initial', 'step']
     """
 
     def __init__(
@@ -167,6 +176,7 @@ class LoRAProAdamW(torch.optim.Optimizer):
         weight_decay: float = 1e-2,
         *,
         mode: str = "efficient",
+        weight_decay_to: str = "init",
         gauge: str = "sylvester",
         damping: str | float | None = "auto",
         max_grad_norm: float | None = None,
@@ -175,7 +185,10 @@ class LoRAProAdamW(torch.optim.Optimizer):
     ) -> None:
         check_hyper(lr, betas, eps, weight_decay, max_grad_norm)
         self.mode = check_option(mode, "mode", ("efficient", "full"))
+        self.weight_decay_to = check_option(weight_decay_to, "weight_decay_to", ("init", "zero"))
         self.gauge = check_option(gauge, "gauge", _GAUGES)
+        # Validated here, not at the first step(): a typo must fail before any training.
+        check_damping(damping)
         self.damping = damping
         self.max_grad_norm = max_grad_norm
         if isinstance(params, torch.nn.Module):
@@ -190,6 +203,9 @@ class LoRAProAdamW(torch.optim.Optimizer):
         if isinstance(pairs, torch.nn.Module):  # found, not given: skip frozen adapters
             self.pairs = [p for p in self.pairs if p.A.requires_grad and p.B.requires_grad]
         self._check_pairs_are_optimized()
+        if self.weight_decay_to == "init":
+            for t in (t for p in self.pairs for t in (p.A, p.B)):
+                self.state[t]["initial"] = t.detach().clone()
         self._stack_buffers: dict = {}  # reused stacking memory, not part of the state
 
     def _check_pairs_are_optimized(self) -> None:
@@ -267,8 +283,8 @@ class LoRAProAdamW(torch.optim.Optimizer):
         del g_eq, scaled
         uA, uB = project_back(pairs, updates, gauge=self.gauge, damping=self.damping)
         for p, a, b in zip(pairs, uA, uB, strict=True):
-            adamw_(p.A, a, groups[id(p.A)])
-            adamw_(p.B, b, groups[id(p.B)])
+            adamw_(p.A, a, groups[id(p.A)], self.state[p.A].get("initial"))
+            adamw_(p.B, b, groups[id(p.B)], self.state[p.B].get("initial"))
         for p, g in zip(others, plain, strict=True):
             adamw_(p, adam_direction(self.state[p], g, groups[id(p)]), groups[id(p)])
 

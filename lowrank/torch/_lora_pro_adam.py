@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -19,7 +20,7 @@ def foreach_adamw_(params: list, grads: list, opt: Any) -> None:
         if "exp_avg" not in state:
             state.update(step=0, exp_avg=torch.zeros_like(g), exp_avg_sq=torch.zeros_like(g))
         state["step"] += 1
-        key = (id(groups[id(p)]), state["step"], g.dtype, p.dtype, g.device)
+        key = (id(groups[id(p)]), state["step"], g.dtype, p.dtype, g.device, "initial" in state)
         buckets.setdefault(key, []).append(k)
     for (_, t, *_), idx in buckets.items():
         group = groups[id(params[idx[0]])]
@@ -45,29 +46,42 @@ def foreach_bucket_(ps: list, gs: list, states: list, group: dict, t: int) -> No
     torch._foreach_div_(denom, math.sqrt(1 - beta2**t))
     torch._foreach_add_(denom, group["eps"])
     step = lr / (1 - beta1**t)
+    anchors = [s.get("initial") for s in states]
+    anchored = anchors[0] is not None  # buckets never mix anchored and plain tensors
     if ps[0].dtype == gs[0].dtype:
-        if wd:
+        if wd and anchored:  # decoupled decay of (p - p0): p <- p - lr·wd·(p - p0)
+            torch._foreach_lerp_(ps, anchors, lr * wd)
+        elif wd:
             torch._foreach_mul_(ps, 1 - lr * wd)
         torch._foreach_addcdiv_(ps, ms, denom, value=-step)
         return
-    for p, m, d in zip(ps, ms, denom, strict=True):  # low-precision parameters: update in float32
+    for p, m, d, p0 in zip(ps, ms, denom, anchors, strict=True):  # low precision: in float32
         new = p.to(m.dtype)
-        if wd:
-            new.mul_(1 - lr * wd)
+        _decay_(new, p0, lr * wd)
         p.copy_(new.addcdiv_(m, d, value=-step))
 
 
-def adamw_(param: torch.Tensor, direction: torch.Tensor, group: dict) -> None:
-    """param <- (1 − lr·wd)·param − lr·direction, in float32 or wider."""  # numpydoc ignore=PR01
+def _decay_(new: torch.Tensor, anchor: torch.Tensor | None, rate: float) -> None:
+    """Decoupled decay toward `anchor` (toward 0 when None), in place."""  # numpydoc ignore=PR01
+    if not rate:
+        return
+    if anchor is None:
+        new.mul_(1 - rate)
+    else:
+        new.lerp_(anchor.to(new.dtype), rate)
+
+
+def adamw_(
+    param: torch.Tensor, direction: torch.Tensor, group: dict, anchor: torch.Tensor | None = None
+) -> None:
+    """param <- param − lr·wd·(param − anchor) − lr·direction, in float32 or wider."""  # numpydoc ignore=PR01
     lr, wd = group["lr"], group["weight_decay"]
     if param.dtype == direction.dtype:
-        if wd:
-            param.mul_(1 - lr * wd)
+        _decay_(param, anchor, lr * wd)
         param.add_(direction, alpha=-lr)
         return
     new = param.to(direction.dtype)
-    if wd:
-        new.mul_(1 - lr * wd)
+    _decay_(new, anchor, lr * wd)
     param.copy_(new.add_(direction, alpha=-lr))
 
 
@@ -83,19 +97,31 @@ def clipped(grads: list[torch.Tensor], max_norm: float | None) -> list[torch.Ten
 
 
 def check_hyper(lr: Any, betas: Any, eps: Any, weight_decay: Any, max_grad_norm: Any) -> None:
-    """Raise ValueError on invalid hyper-parameters."""  # numpydoc ignore=PR01
-    checks = [
-        (lr, "lr", lr >= 0),
-        (eps, "eps", eps >= 0),
-        (weight_decay, "weight_decay", weight_decay >= 0),
-        (betas, "betas", len(betas) == 2 and all(0 <= b < 1 for b in betas)),
-    ]
+    """Raise TypeError/ValueError on invalid hyper-parameters, naming each."""  # numpydoc ignore=PR01
+    for value, name in ((lr, "lr"), (eps, "eps"), (weight_decay, "weight_decay")):
+        _check_real(value, name, strict=False)
     if max_grad_norm is not None:
-        checks.append((max_grad_norm, "max_grad_norm", max_grad_norm > 0))
-    for value, name, ok in checks:
-        if not ok:
-            msg = f"invalid `{name}`: {value!r}"
+        _check_real(max_grad_norm, "max_grad_norm", strict=True)
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+        msg = f"invalid `betas`: need two coefficients in [0, 1); got {betas!r}"
+        raise ValueError(msg)
+    for b in betas:
+        _check_real(b, "betas", strict=False)
+        if not b < 1:
+            msg = f"invalid `betas`: each must be in [0, 1); got {betas!r}"
             raise ValueError(msg)
+
+
+def _check_real(value: Any, name: str, *, strict: bool) -> None:
+    """A finite real number, > 0 (strict) or >= 0."""  # numpydoc ignore=PR01
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        msg = f"invalid `{name}`: must be a real number; got {value!r}"
+        raise TypeError(msg)
+    ok = math.isfinite(value) and (value > 0 if strict else value >= 0)
+    if not ok:
+        bound = "> 0" if strict else ">= 0"
+        msg = f"invalid `{name}`: must be finite and {bound}; got {value!r}"
+        raise ValueError(msg)
 
 
 def adam_direction(state: dict, g: torch.Tensor, group: dict, prefix: str = "") -> torch.Tensor:

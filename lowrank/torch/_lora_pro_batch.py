@@ -9,10 +9,19 @@ from typing import Any
 
 import torch
 
-from .._lora_pro import equivalent_gradient, lora_pro_adjust
+from .._agnostic import _lora_pro as _ag
+from .._lora_pro import _check_damping, equivalent_gradient
 from ._layers import LoraPair, find_lora_pairs
 
-__all__ = ["Pair", "adjusted_grads", "equivalent_grads", "project_back", "resolve_pairs"]
+__all__ = [
+    "Pair",
+    "adjust_stack",
+    "adjusted_grads",
+    "check_damping",
+    "equivalent_grads",
+    "project_back",
+    "resolve_pairs",
+]
 
 
 @dataclass(frozen=True)
@@ -77,59 +86,117 @@ def _groups(pairs: list[Pair]) -> dict[tuple, list[int]]:
     return groups
 
 
-def _stack(
-    tensors: list[torch.Tensor | None],
-    like: list[torch.Tensor],
-    dtype: torch.dtype,
-    buffers: dict | None,
-    key: tuple,
-) -> torch.Tensor:
-    """Stack in ``dtype``, into a reused buffer if given; None is 0."""  # numpydoc ignore=PR01,RT01
-    items = [
-        torch.zeros_like(w, dtype=dtype) if t is None else t.to(dtype)
-        for t, w in zip(tensors, like, strict=True)
-    ]
-    if buffers is None:
-        return torch.stack(items)
-    out = buffers.get(key)
-    if out is None or out.shape != (len(items), *items[0].shape):
-        out = buffers[key] = torch.empty(
-            (len(items), *items[0].shape), dtype=dtype, device=items[0].device
-        )
-    # Reusing the memory avoids fresh page faults for large stacks on every step.
-    return torch.stack(items, out=out)
+def _stack(tensors: list[torch.Tensor | None], like: list[torch.Tensor], dtype: torch.dtype):
+    """Stack in ``dtype``; None is 0."""  # numpydoc ignore=PR01,RT01
+    return torch.stack(
+        [
+            torch.zeros_like(w, dtype=dtype) if t is None else t.to(dtype)
+            for t, w in zip(tensors, like, strict=True)
+        ]
+    )
 
 
-def _batched(pairs, grads_A, grads_B, idx, dtype, buffers=None):
+def _batched(pairs, grads_A, grads_B, idx, dtype):
     """Stacked A, B, grads and scalings of the pairs ``idx``."""  # numpydoc ignore=PR01,RT01
     As = [pairs[i].A for i in idx]
     Bs = [pairs[i].B for i in idx]
-    tag = (tuple(idx), dtype)
-    A = _stack(As, As, dtype, buffers, ("A", *tag))
-    B = _stack(Bs, Bs, dtype, buffers, ("B", *tag))
-    gA = _stack([grads_A[i] for i in idx], As, dtype, buffers, ("gA", *tag))
-    gB = _stack([grads_B[i] for i in idx], Bs, dtype, buffers, ("gB", *tag))
+    A, B = _stack(As, As, dtype), _stack(Bs, Bs, dtype)
+    gA = _stack([grads_A[i] for i in idx], As, dtype)
+    gB = _stack([grads_B[i] for i in idx], Bs, dtype)
     s = torch.tensor([pairs[i].scaling for i in idx], dtype=dtype, device=A.device)
     return A, B, gA, gB, s
 
 
-def adjusted_grads(pairs, grads_A, grads_B, *, gauge, damping, buffers=None):
-    """LoRA-Pro adjusted (grad_A, grad_B) per pair, in the compute dtype; one core call per group.
+def _rank_groups(pairs: list[Pair]) -> dict[tuple, list[int]]:
+    """Indices of pairs adjusted in one call: same shapes, device, compute dtype.
 
-    ``buffers`` (a dict owned by the caller) keeps the stacked inputs between calls.
+    Zero-padding all shapes into one stack (`_padded`) is exact but measured slower on
+    MiniLM's three shapes (7.7 ms padded vs 4.1 ms for three calls, one thread), so
+    padding is kept only as the mechanism and shapes stay apart.
+    """  # numpydoc ignore=PR01,RT01
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, p in enumerate(pairs):
+        key = (tuple(p.A.shape), tuple(p.B.shape), p.A.device, compute_dtype(p.A))
+        groups[key].append(i)
+    return groups
+
+
+def _padded(tensors, like, idx, width_axis, dtype, buffers, key):
+    """Stack ``tensors[idx]`` zero-padded to the widest; views of each unpadded block.
+
+    Padding A (r, in) with zero columns and B (out, r) with zero rows leaves every r×r
+    quantity of the adjustment (BᵀB, AAᵀ, Bᵀg_B, g_A Aᵀ) unchanged, and the adjusted
+    gradients of the padded layer are the padded adjusted gradients (the padded rows
+    and columns come out zero), so layers of all shapes share one core call.
+    """  # numpydoc ignore=PR01,RT01
+    shapes = [tuple(like[i].shape) for i in idx]
+    full = list(shapes[0])
+    full[width_axis] = max(sh[width_axis] for sh in shapes)
+    out = None if buffers is None else buffers.get(key)
+    if out is None or tuple(out.shape) != (len(idx), *full):
+        out = torch.zeros((len(idx), *full), dtype=dtype, device=like[idx[0]].device)
+        if buffers is not None:
+            buffers[key] = out  # padding stays zero: only the blocks are rewritten
+    by_shape: dict[tuple, list[int]] = defaultdict(list)
+    for k, sh in enumerate(shapes):
+        by_shape[sh].append(k)
+    for sh, ks in by_shape.items():
+        block = [tensors[idx[k]] for k in ks]
+        block = [torch.zeros(sh, dtype=dtype, device=out.device) if t is None else t for t in block]
+        stacked = torch.stack(block).to(dtype)
+        width = sh[width_axis]
+        view = out[:, :, :width] if width_axis == 1 else out[:, :width, :]
+        if ks == list(range(ks[0], ks[0] + len(ks))):
+            view[ks[0] : ks[0] + len(ks)].copy_(stacked)
+        else:
+            view[torch.tensor(ks, device=out.device)] = stacked
+    return out, shapes
+
+
+def adjusted_grads(pairs, grads_A, grads_B, *, gauge, damping, buffers=None):
+    """LoRA-Pro adjusted (grad_A, grad_B) per pair, in the compute dtype; one core call per shape.
+
+    The core is called without re-validation (pairs were checked when resolved).
+    ``buffers`` (a dict owned by the caller) keeps the stacks between calls. Inputs
+    were validated when the pairs were resolved; NaN/Inf gradients propagate to the
+    update exactly as in ``torch.optim.AdamW``.
     """  # numpydoc ignore=PR01,RT01
     out_A: list[Any] = [None] * len(pairs)
     out_B: list[Any] = [None] * len(pairs)
-    for (_, _, _, dtype), idx in _groups(pairs).items():
-        A, B, gA, gB, s = _batched(pairs, grads_A, grads_B, idx, dtype, buffers)
-        # Inputs were validated by the optimizer's contract; NaN/Inf gradients propagate
-        # to the update exactly as in torch.optim.AdamW.
-        res = lora_pro_adjust(
-            A, B, gA, gB, scaling=s, gauge=gauge, damping=damping, check_finite=False
-        )
+    As, Bs = [p.A for p in pairs], [p.B for p in pairs]
+    for (*_, dtype), idx in _rank_groups(pairs).items():
+        tag = (tuple(idx), dtype)
+        A, a_shapes = _padded(As, As, idx, 1, dtype, buffers, ("A", *tag))
+        B, b_shapes = _padded(Bs, Bs, idx, 0, dtype, buffers, ("B", *tag))
+        gA, _ = _padded(grads_A, As, idx, 1, dtype, buffers, ("gA", *tag))
+        gB, _ = _padded(grads_B, Bs, idx, 0, dtype, buffers, ("gB", *tag))
+        s = torch.tensor([pairs[i].scaling for i in idx], dtype=torch.float64)
+        inv_s2 = (1.0 / (s * s)).to(A.device)[:, None, None]
+        new_A, new_B = adjust_stack(A, B, gA, gB, inv_s2=inv_s2, gauge=gauge, damping=damping)
         for k, i in enumerate(idx):
-            out_A[i], out_B[i] = res.grad_A[k], res.grad_B[k]
+            out_A[i] = new_A[k, :, : a_shapes[k][1]]
+            out_B[i] = new_B[k, : b_shapes[k][0], :]
     return out_A, out_B
+
+
+def adjust_stack(A, B, gA, gB, *, inv_s2, gauge, damping):
+    """The core adjustment of one stack of torch tensors, without re-validation."""  # numpydoc ignore=PR01,RT01
+    damping = 0.0 if damping is None else damping
+    return _ag.lora_pro_adjust(
+        A, B, gA, gB, inv_s2=inv_s2, gauge=gauge, damping=damping, xp=_torch_namespace()
+    )
+
+
+def check_damping(damping: Any) -> Any:
+    """Validate `damping` as the core does ("auto", a float >= 0 or None)."""  # numpydoc ignore=PR01,RT01
+    return _check_damping(damping)
+
+
+def _torch_namespace() -> Any:
+    """The array-api-compat namespace of torch tensors."""  # numpydoc ignore=RT01
+    import array_api_compat
+
+    return array_api_compat.array_namespace(torch.empty(0))
 
 
 def equivalent_grads(pairs, grads_A, grads_B, *, damping, max_elements=1 << 26):

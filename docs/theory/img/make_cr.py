@@ -50,7 +50,7 @@ def main():
             "svd": ("k-", "SVD optimum (rank r)"),
             "topk": ("C0o-", "top-k"),
             "optimal": ("C1s-", "optimal p, i.i.d."),
-            "theory": ("C1:", "theory (SPEC §3.5)"),
+            "theory": ("C1:", "theory (expected error formula)"),
             "uniform": ("C2^-", "uniform p, i.i.d."),
             "noreplace": ("C3d-", "optimal p, no replacement"),
             "diagonal": ("C4v--", "optimal p + diagonal rescale"),

@@ -2,7 +2,7 @@
 
 Left: the Eckart–Young optimum sqrt(sum_{i>r} σ_i²)/‖A‖_F against the measured error of
 ``lowrank.truncated_svd`` for a fast (1/i) and a slow (i^-1/2) spectrum. Right: the ridge
-limit of SPEC §1.4, ‖(AᵀA + εI)⁻¹Aᵀ − pinv(A)‖ against ε for a rank-deficient A.
+limit ‖(AᵀA + εI)⁻¹Aᵀ − pinv(A)‖ against ε for a rank-deficient A (docs/theory/svd.md).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main():
     gaps = [np.abs(np.linalg.solve(a.T @ a + e * np.eye(3), a.T) - p).max() for e in eps]
     right.loglog(eps, gaps, "o-", label="max |ridge − pinv|")
     right.loglog(eps, eps * gaps[len(eps) // 2] / eps[len(eps) // 2], "k:", label="∝ ε")
-    right.set(xlabel="ε", ylabel="error", title="Ridge limit (SPEC §1.4), 6×3 rank 2")
+    right.set(xlabel="ε", ylabel="error", title="Ridge limit, 6×3 rank 2")
     right.legend(fontsize=8)
     fig.tight_layout()
     out = Path(__file__).with_name("svd.png")
