@@ -10,7 +10,7 @@ first use. The PyTorch/PEFT utilities live in ``lowrank.torch``.
 
 from __future__ import annotations
 
-from . import _cr, _lora_ga, _lora_pro, _randomized, _svd, _volume
+from . import _cr, _lora_ga, _lora_pro, _randomized, _svd, _svd_approx, _volume
 from ._config import config_context as config_context
 from ._config import get_config as get_config
 from ._cr import *  # noqa: F403
@@ -18,6 +18,7 @@ from ._lora_ga import *  # noqa: F403
 from ._lora_pro import *  # noqa: F403
 from ._randomized import *  # noqa: F403
 from ._svd import *  # noqa: F403
+from ._svd_approx import *  # noqa: F403
 from ._volume import *  # noqa: F403
 
 __version__ = "0.1.0"
@@ -32,6 +33,7 @@ __all__ = sorted(
         *_lora_pro.__all__,
         *_randomized.__all__,
         *_svd.__all__,
+        *_svd_approx.__all__,
         *_volume.__all__,
     }
 )

@@ -7,10 +7,9 @@ from typing import Any, NamedTuple
 
 from . import _cr_checks as _checks
 from ._agnostic import _cr as _agn
-from ._agnostic import _cr_scale as _scale
+from ._cr_expected import cr_expected_error
 from ._lib import _compat, _validation
 from ._lib._random import Random
-from ._cr_expected import cr_expected_error
 from ._lib._typing import Array, ArrayNamespace, RNGLike
 
 __all__ = ["CRFactors", "CRNorms", "cr_expected_error", "cr_factors", "cr_matmul", "cr_norms"]

@@ -73,7 +73,19 @@ def _volume(a: Any, xp: Any, *, log: bool, check_finite: bool) -> Any:
             _check_finite(work, "a", xp)
         result = _ag.log_gram_volume(work, xp) if log else _ag.gram_volume(work, xp)
     dtype = _result_dtype(work, out_dtype, xp)
-    return result if result.dtype == dtype else xp.astype(result, dtype)
+    return result if result.dtype == dtype else _narrow(result, dtype, xp)
+
+
+def _narrow(result: Any, dtype: Any, xp: Any) -> Any:
+    """Cast to a narrower output dtype (float16 input): beyond its range the volume is inf.
+
+    Saturating before the cast keeps NumPy's "overflow encountered in cast" warning out:
+    a volume larger than the dtype can hold *is* inf in that dtype.
+    """  # numpydoc ignore=PR01,RT01
+    big = float(xp.finfo(dtype).max)
+    result = xp.where(xp.abs(result) > big, xp.copysign(xp.full_like(result, math.inf), result),
+                      result)
+    return xp.astype(result, dtype)
 
 
 def gram_volume(

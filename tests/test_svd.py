@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import helpers
 import os
 
+import helpers
 import numpy as np
 import pytest
 import reference

@@ -67,3 +67,16 @@ def test_mixed_huge_and_tiny_columns_have_a_finite_volume(xp, asarray, use_kerne
         vol = to_numpy(lowrank.gram_volume(a))
     ref = np.prod(np.linalg.svd(base, compute_uv=False), axis=-1)
     np.testing.assert_allclose(vol, ref, rtol=1e-12)
+
+
+def test_float16_volume_saturates_to_inf_without_warning():
+    """A float16 volume beyond float16's range is inf, with no cast warning (suite: -W error)."""
+    a = np.random.default_rng(3).standard_normal((30, 10)) * 8.0
+    expected = np.prod(np.linalg.svd(a, compute_uv=False))  # about 1e15, far above 65504
+    assert expected > np.finfo(np.float16).max
+    got = lowrank.gram_volume(a.astype(np.float16))
+    assert got.dtype == np.float16 and np.isinf(got) and got > 0
+    small = a[:, :2] / 8.0  # a volume float16 can hold keeps its value
+    vol = lowrank.gram_volume(small.astype(np.float16))
+    ref = np.prod(np.linalg.svd(small.astype(np.float16).astype(np.float64), compute_uv=False))
+    np.testing.assert_allclose(float(vol), ref, rtol=4 * float(np.finfo(np.float16).eps))

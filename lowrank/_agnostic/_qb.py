@@ -194,7 +194,7 @@ def _fixed_rank(op: Any, rank: int, norm_sq: float, rand: Any, xp: Any,
 def svd_approx(op: Any, rank: int | None, rtol: float | None, *, n_oversamples: int,
                n_power_iter: int | None, block_size: int | None, rand: Any,
                xp: Any) -> tuple[Any, Any, Any, float, int]:
-    """See docstring in `lowrank._randomized`."""  # numpydoc ignore=PR01,RT01
+    """See docstring in `lowrank._svd_approx`."""  # numpydoc ignore=PR01,RT01
     norm = frobenius_norm(op, xp)
     op.check_norm(norm)
     if norm == 0.0 or min(op.m, op.n) == 0:

@@ -15,6 +15,7 @@ import torch
 from ._layers import find_lora_pairs
 from ._lora_ga_checks import find_ties
 from ._lora_ga_dist import all_reduce_sums, distributed, unwrap
+from ._lora_ga_init import LoraGALayerInfo, lora_ga_init_
 from ._lora_ga_io import (
     LoraGAInitial,
     apply_lora_ga_offset_,
@@ -22,7 +23,6 @@ from ._lora_ga_io import (
     load_lora_ga_init,
     save_lora_ga_init,
 )
-from ._lora_ga_init import LoraGALayerInfo, lora_ga_init_
 from ._lora_ga_targets import forward, target_parameters
 
 __all__ = [
