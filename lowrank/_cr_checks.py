@@ -151,6 +151,7 @@ def norms_for(
     a: Any, b: Any, norms: Any, *, needed: bool, check_finite: bool, xp: Any
 ) -> tuple[Any, Any]:
     """Norms (given or from one fused pass), NaN/Inf checked through them when asked."""  # numpydoc ignore=PR01,RT01
+    check_finite = _validation.check_bool(check_finite, "check_finite")
     if norms is not None and (not isinstance(norms, tuple) or len(norms) != 2):
         msg = (
             f"`norms` must be a CRNorms / (columns, rows) pair or None; got {type(norms).__name__}"
@@ -188,6 +189,7 @@ def scaled_norms(
     pass whose squares over- or underflowed (entries beyond ~1e154 or below ~1e-139 in
     float64, ~1e19 / 1e-13 in float32) is redone once on the scaled input.
     """  # numpydoc ignore=PR01,RT01
+    check_finite = _validation.check_bool(check_finite, "check_finite")
     with np.errstate(over="ignore", under="ignore"):  # detected below, then redone scaled
         na, nb = norms_for(a, b, norms, needed=needed, check_finite=False, xp=xp)
     if na is None:

@@ -9,7 +9,7 @@ from ._agnostic import _cr as _agn
 from ._agnostic import _cr_error as _err
 from ._agnostic import _cr_scale as _scale
 from ._lib import _compat, _validation
-from ._lib._random import Random
+from ._lib._random import Random, check_rng
 from ._lib._typing import Array, ArrayNamespace, RNGLike
 
 __all__ = ["cr_expected_error"]
@@ -121,6 +121,7 @@ def cr_expected_error(
     plan = _checks.plan(rank, method, probabilities, replace, rescale, a, xp)
     samples = _validation.check_int(samples, "samples", low=1)
     return_std = _validation.check_bool(return_std, "return_std")
+    check_rng(rng, xp, _compat.device(a))  # refused even where the exact formula needs no draws
     na, nb, ea, eb = _checks.scaled_norms(a, b, norms, needed=True, check_finite=True, xp=xp)
     if not isinstance(plan.probabilities, str):
         _checks.check_support(plan.probabilities, na, nb, xp)

@@ -143,7 +143,7 @@ def truncated_svd(
     work, out_dtype = _validation.to_floating(a, "a", xp)
     kmax = min(a.shape[-2:])
     rank = _validation.check_int(rank, "rank", low=0, high=kmax, high_name="min(a.shape[-2:])")
-    if check_finite:
+    if _validation.check_bool(check_finite, "check_finite"):
         _validation.check_finite(work, "a", xp)
     if rank == 0 or _compat.size(work) == 0:
         factors = _empty_svd(work, rank, xp)
@@ -218,7 +218,7 @@ def pinv(
     _validation.check_matrix(a, "a")
     work, out_dtype = _validation.to_floating(a, "a", xp)
     rtol = _check_rtol(rtol, work, xp)
-    if check_finite:
+    if _validation.check_bool(check_finite, "check_finite"):
         _validation.check_finite(work, "a", xp)
     if _compat.size(work) == 0:
         out_shape = (*work.shape[:-2], work.shape[-1], work.shape[-2])
@@ -320,7 +320,7 @@ def optimal_factor(
     wa, wm = xp.astype(wa, work_dtype, copy=False), xp.astype(wm, work_dtype, copy=False)
     out_shape = _factor_shape(tuple(wa.shape), tuple(wm.shape), side)
     rtol = _check_rtol(rtol, wa, xp)
-    if check_finite:
+    if _validation.check_bool(check_finite, "check_finite"):
         _validation.check_finite(wa, "a", xp)
         _validation.check_finite(wm, "m", xp)
     if _compat.size(wa) == 0 or _compat.size(wm) == 0:

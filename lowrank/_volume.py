@@ -13,7 +13,7 @@ from ._lib._typing import Array, ArrayNamespace
 from ._lib._validation import (
     check_finite as _check_finite,
 )
-from ._lib._validation import check_matrix, namespace, to_floating
+from ._lib._validation import check_bool, check_matrix, namespace, to_floating
 from ._selection import select_columns
 
 __all__ = [
@@ -64,6 +64,7 @@ def _volume(a: Any, xp: Any, *, log: bool, check_finite: bool) -> Any:
     """Validate ``a``, then run the kernel or the array-API QR path."""  # numpydoc ignore=PR01,RT01
     xp = namespace(a, xp=xp)
     check_matrix(a, "a")
+    check_finite = check_bool(check_finite, "check_finite")
     work, out_dtype = to_floating(a, "a", xp)
     kernel = _use_kernel(work, xp)
     if kernel is not None:

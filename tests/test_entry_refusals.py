@@ -160,3 +160,29 @@ def test_lora_pro_tiny_but_safe_scaling_is_scale_consistent():
         adj = lowrank.lora_pro_adjust(A_, B_, gA, gB, scaling=s)
         outs.append(s * (B_ @ adj[0] + adj[1] @ A_))
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-10, atol=1e-12 * np.abs(outs[0]).max())
+
+
+@pytest.mark.parametrize("call", [
+    lambda v: lowrank.truncated_svd(A, 3, check_finite=v),
+    lambda v: lowrank.pinv(A, check_finite=v),
+    lambda v: lowrank.gram_volume(A, check_finite=v),
+    lambda v: lowrank.log_gram_volume(A, check_finite=v),
+    lambda v: lowrank.cr_matmul(A.T, A, rank=4, rng=0, check_finite=v),
+    lambda v: lowrank.randomized_svd(A, 3, rng=0, check_finite=v),
+], ids=["truncated_svd", "pinv", "gram_volume", "log_gram_volume", "cr_matmul",
+        "randomized_svd"])
+def test_check_finite_must_be_a_bool(call):
+    call(np.True_)  # NumPy bools are bools
+    with pytest.raises(TypeError, match=r"`check_finite` must be a bool; got 'yes'"):
+        call("yes")
+
+
+def test_numpy_bool_is_not_a_positive_number():
+    with pytest.raises(TypeError, match=r"`rtol` must be a real number"):
+        lowrank.svd_approx(A, rtol=np.True_)
+
+
+@pytest.mark.parametrize("rng", ["bogus", -1, 2.5])
+def test_cr_expected_error_validates_rng_even_when_unused(rng):
+    with pytest.raises((TypeError, ValueError), match="`rng`"):
+        lowrank.cr_expected_error(A.T, A, 4, rng=rng)

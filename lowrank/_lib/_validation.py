@@ -230,7 +230,7 @@ def check_int(
 
 def check_positive(value: Any, name: str, *, strict: bool = True) -> float:
     """Return ``value`` as float after checking it is finite and > 0 (>= 0 if not strict)."""  # numpydoc ignore=PR01,RT01
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         msg = f"`{name}` must be a real number; got {value!r}"
         raise TypeError(msg)
     value = float(value)
