@@ -198,26 +198,6 @@ def test_grads_from_the_unwrapped_model_are_found():
     lt.lora_ga_init_(model, grads, check_inputs=X)
 
 
-def test_tied_weights_rejected():
-    class Tied(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = torch.nn.Linear(8, 8, bias=False)
-            self.b = torch.nn.Linear(8, 8, bias=False)
-            self.b.weight = self.a.weight
-
-        def forward(self, x):
-            return self.b(torch.tanh(self.a(x)))
-
-    model = _peft(Tied(), target_modules=["a", "b"])
-    X = torch.randn(4, 8)
-    grads = lt.estimate_gradients(
-        model, [X], loss_fn=lambda m, x: m(x).square().mean(), progress=False
-    )
-    with pytest.raises(ValueError, match="tied"):
-        lt.lora_ga_init_(model, grads)
-
-
 def test_conv1d_fan_in_fan_out():
     conv1d = pytest.importorskip("transformers.pytorch_utils").Conv1D
 
