@@ -392,3 +392,12 @@ def test_estimate_gradients_restores_grads_flags_and_modes():
     assert target.grad is old_grad and torch.equal(old_grad, torch.full_like(target, 3.0))
     assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
     assert {n: m.training for n, m in model.named_modules()} == modes
+
+
+@pytest.mark.parametrize("name", ["untie", "return_info"])
+def test_bool_options_name_themselves(name):
+    model = _peft(MLP())
+    snap = _snapshot(model)
+    with pytest.raises(TypeError, match=rf"`{name}` must be a bool; got 'yes'"):
+        lt.lora_ga_init_(model, {}, **{name: "yes"})
+    assert_bitwise_unchanged(model, snap)

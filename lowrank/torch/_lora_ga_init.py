@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .._lib._validation import check_bool
 from ._layers import LoraPair, find_lora_pairs, unsupported_lora_layers
 from ._lora_ga_checks import (
     check_base_weights,
@@ -147,9 +148,8 @@ def lora_ga_init_(
     """
     check_option_names(options, "lora_ga_init_")
     offset_bound(options.get("norm_clip"), torch.float32)  # validates the value early
-    if not isinstance(untie, bool) or not isinstance(return_info, bool):
-        msg = f"`untie` and `return_info` must be bool; got {untie!r} and {return_info!r}"
-        raise TypeError(msg)
+    untie = check_bool(untie, "untie")
+    return_info = check_bool(return_info, "return_info")
     is_module = isinstance(model, torch.nn.Module)
     if is_module:
         model = unwrap(model)
