@@ -30,3 +30,35 @@ KERNELS: dict[str, dict[str, str]] = {
         "cuda": "lowrank.kernels.volume_cuda:log_gram_volume",
     },
 }
+
+
+def _hand_over_top_level_name() -> None:
+    """Stand aside when this source folder is imported as a top-level ``kernels``.
+
+    Running Python from the repository root puts the root on ``sys.path``, where this
+    folder shadows the unrelated PyPI package ``kernels`` (which ``transformers`` imports).
+    Load that package in our place, or fail as if no ``kernels`` were installed; never
+    serve lowrank's kernels under the top-level name.
+    """
+    import importlib.machinery
+    import importlib.util
+    import os
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = [p for p in sys.path if os.path.abspath(p or os.curdir) != root]
+    spec = importlib.machinery.PathFinder.find_spec("kernels", path)
+    if spec is None or spec.loader is None:
+        del sys.modules["kernels"]
+        raise ModuleNotFoundError(
+            "No module named 'kernels' (the folder found is lowrank's kernel sources, "
+            "importable only as lowrank.kernels)", name="kernels"
+        )
+    module = importlib.util.module_from_spec(spec)
+    # the import system returns what sys.modules holds once this module has run
+    sys.modules["kernels"] = module
+    spec.loader.exec_module(module)
+
+
+if __name__ == "kernels":
+    _hand_over_top_level_name()

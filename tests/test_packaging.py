@@ -40,6 +40,34 @@ def test_no_top_level_kernels_module_from_us():
         assert "lowrank" not in str(spec.origin)
 
 
+def _import_kernels_from_root(extra_path: list[str]) -> subprocess.CompletedProcess:
+    """``import kernels`` in a process whose sys.path starts at the repository root."""  # numpydoc ignore=PR01,RT01
+    code = (
+        f"import sys; sys.path[:] = [{str(ROOT)!r}] + {extra_path!r}\n"
+        "try:\n    import kernels\nexcept ModuleNotFoundError as exc:\n"
+        "    print('missing', exc.name)\nelse:\n    print('found', kernels.__file__)"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+def test_source_root_on_path_never_serves_our_kernels_as_top_level():
+    """From the repository root, ``kernels`` is the PyPI package or missing, never our folder."""
+    import importlib.machinery
+
+    alone = _import_kernels_from_root([p for p in sys.path if "site-packages" not in p])
+    assert alone.returncode == 0, alone.stderr
+    assert alone.stdout.split() == ["missing", "kernels"]
+    elsewhere = [p for p in sys.path if Path(p or ".").resolve() != ROOT]
+    other = importlib.machinery.PathFinder.find_spec("kernels", elsewhere)
+    beside = _import_kernels_from_root(elsewhere)
+    assert beside.returncode == 0, beside.stderr
+    if other is None:
+        assert beside.stdout.split() == ["missing", "kernels"]
+    else:  # the unrelated PyPI package is installed (transformers needs it): it is served
+        assert beside.stdout.split() == ["found", str(Path(other.origin))]
+    assert str(ROOT / "kernels") not in beside.stdout
+
+
 def test_import_is_light():
     code = (
         "import sys, lowrank; "
