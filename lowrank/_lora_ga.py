@@ -187,6 +187,7 @@ def lora_ga_init(
     plan, svd_opts = _check_options(grad, factor_opts, (svd, n_oversamples, n_power_iter))
     work, out_dtype = _prepare(grad, "grad", check_finite, xp)
     norm_clip = _validation.check_bool(norm_clip, "norm_clip")
+    return_info = _validation.check_bool(return_info, "return_info")
     wwork = _check_weight(weight, plan, grad, check_finite, xp, norm_clip)
     rand = Random(rng, xp, _compat.device(grad))
     k = min(2 * plan.rank + 1, *grad.shape[-2:])
