@@ -6,6 +6,7 @@ from typing import Any
 
 from ._agnostic import _randomized
 from ._agnostic._operator import as_operator, is_scipy_operator
+from ._dask import is_dask_array
 from ._lib import _compat
 from ._lib._random import Random, check_rng
 from ._lib._validation import (
@@ -119,7 +120,7 @@ def _cast(xp: Any, dtype: Any, *arrays: Any) -> tuple[Any, ...]:
 
 
 def randomized_range_finder(a: Any, /, size: int, *, n_power_iter: int | None = None,
-                            rng: Any = None, xp: Any = None) -> Any:
+                            rng: Any = None, compute: bool = False, xp: Any = None) -> Any:
     """Orthonormal basis approximating the range of ``a`` (randomized subspace iteration).
 
     Computes ``Q = orth((a aᴴ)^q a Ω)`` for a Gaussian ``Ω`` with ``size`` columns, with
@@ -136,6 +137,8 @@ def randomized_range_finder(a: Any, /, size: int, *, n_power_iter: int | None = 
     rng : None, int, numpy.random.Generator or torch.Generator, optional
         Source of the Gaussian test matrix, drawn with the backend's own generator on the
         array's device. The same seed gives the same result on the same backend.
+    compute : bool, default False
+        Dask input only: return ``Q`` as a NumPy array instead of a lazy dask array.
     xp : array_namespace, optional
         The standard-compatible namespace for `a`. Default: infer.
 
@@ -162,6 +165,12 @@ def randomized_range_finder(a: Any, /, size: int, *, n_power_iter: int | None = 
     >>> Q.shape, bool(np.allclose(Q @ (Q.T @ a), a))
     ((50, 8), True)
     """
+    if is_dask_array(a):
+        from ._dask import _api
+
+        _no_xp(xp)
+        return _api.randomized_range_finder(a, size, n_power_iter=n_power_iter, rng=rng,
+                                            compute=compute)
     op, out_dtype, xp, _ = _prepare(a, xp, True)
     size = check_int(size, "size", low=0, high=min(op.m, op.n), high_name="min(m, n)")
     _check_common(0, n_power_iter, rng)
@@ -183,7 +192,7 @@ def _device(op: Any) -> Any:
 def randomized_svd(a: Any, /, rank: int, *, n_oversamples: int = 10,
                    n_power_iter: int | None = None, method: str = "auto",
                    block_size: int | None = None, tol: float | None = None,
-                   rng: Any = None, check_finite: bool = True,
+                   rng: Any = None, check_finite: bool = True, compute: bool = False,
                    xp: Any = None) -> RandomizedSVDResult:
     """Leading ``rank`` singular triplets of ``a`` by a randomized block method.
 
@@ -236,6 +245,9 @@ def randomized_svd(a: Any, /, rank: int, *, n_oversamples: int = 10,
     check_finite : bool, default True
         Raise ValueError if ``a`` contains NaN or Inf (for a LinearOperator: if its
         first product is not finite).
+    compute : bool, default False
+        Dask input only: return the long-side factor (``U`` of a tall ``a``, ``Vh`` of a
+        wide one) as a NumPy array instead of a lazy dask array (see Notes).
     xp : array_namespace, optional
         The standard-compatible namespace for `a`. Default: infer.
 
@@ -284,6 +296,11 @@ def randomized_svd(a: Any, /, rank: int, *, n_oversamples: int = 10,
     exact optimum is ``truncated_svd``; the randomized error is close to it when the
     spectrum decays (the Eckart–Young tail ``sqrt(Σ_{i>k} σ_i²)``).
 
+    A dask array is factorised chunk-parallel with the same passes, one graph execution
+    each; the factor along its long side is a dask array chunked like ``a`` and the
+    other factor and ``S`` are NumPy arrays. Its signs make the largest entry of each
+    short-side singular vector positive. See the backends page of the documentation.
+
     References
     ----------
     .. [1] N. Halko, P.-G. Martinsson, J. A. Tropp, "Finding structure with randomness",
@@ -303,6 +320,14 @@ def randomized_svd(a: Any, /, rank: int, *, n_oversamples: int = 10,
     >>> bool(np.allclose((U * S) @ Vh, a))
     True
     """
+    if is_dask_array(a):
+        from ._dask import _api
+
+        _no_xp(xp)
+        return _api.randomized_svd(a, rank, n_oversamples=n_oversamples,
+                                   n_power_iter=n_power_iter, method=method,
+                                   block_size=block_size, tol=tol, rng=rng,
+                                   check_finite=check_finite, compute=compute)
     op, out_dtype, xp, _ = _prepare(a, xp, check_finite)
     rank = check_int(rank, "rank", low=0, high=min(op.m, op.n), high_name="min(m, n)")
     _check_common(n_oversamples, n_power_iter, rng)
@@ -318,6 +343,13 @@ def randomized_svd(a: Any, /, rank: int, *, n_oversamples: int = 10,
         block_size=block_size, tol=tol, rand=rand, xp=xp)
     return RandomizedSVDResult(*_cast(xp, out_dtype, U, S, Vh), error_estimate=residual,
                                passes=op.passes)
+
+
+def _no_xp(xp: Any) -> None:
+    """Dask input computes with NumPy chunks: ``xp`` must be None."""  # numpydoc ignore=PR01
+    if xp is not None:
+        msg = f"`xp` must be None for a dask array `a`; got {getattr(xp, '__name__', xp)}"
+        raise TypeError(msg)
 
 
 def _check_tol(tol: float | None, method: str) -> None:

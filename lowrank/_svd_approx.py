@@ -7,7 +7,8 @@ from typing import Any
 from ._agnostic import _qb
 from ._lib._random import Random
 from ._lib._validation import check_int, check_positive
-from ._randomized import _cast, _check_common, _device, _prepare
+from ._dask import is_dask_array
+from ._randomized import _cast, _check_common, _device, _no_xp, _prepare
 from ._svd import LowRankApprox
 
 __all__ = ["svd_approx"]
@@ -16,7 +17,7 @@ __all__ = ["svd_approx"]
 def svd_approx(a: Any, /, *, rank: int | None = None, rtol: float | None = None,
                n_oversamples: int = 10, n_power_iter: int | None = None,
                block_size: int | None = None, rng: Any = None, check_finite: bool = True,
-               xp: Any = None) -> LowRankApprox:
+               compute: bool = False, xp: Any = None) -> LowRankApprox:
     """Low-rank SVD approximation of fixed rank or fixed accuracy, with an error report.
 
     Parameters
@@ -42,6 +43,9 @@ def svd_approx(a: Any, /, *, rank: int | None = None, rtol: float | None = None,
         Source of the Gaussian test matrices (backend-native, on the array's device).
     check_finite : bool, default True
         Raise ValueError if ``a`` contains NaN or Inf.
+    compute : bool, default False
+        Dask input only: return the long-side factor as a NumPy array instead of a lazy
+        dask array (as in :func:`randomized_svd`).
     xp : array_namespace, optional
         The standard-compatible namespace for `a`. Default: infer.
 
@@ -103,6 +107,13 @@ def svd_approx(a: Any, /, *, rank: int | None = None, rtol: float | None = None,
     >>> bool(err <= 1e-3), bool(res.error_estimate <= 1e-3), res.U.shape[0]
     (True, True, 300)
     """
+    if is_dask_array(a):
+        from ._dask import _api
+
+        _no_xp(xp)
+        return _api.svd_approx(a, rank=rank, rtol=rtol, n_oversamples=n_oversamples,
+                               n_power_iter=n_power_iter, block_size=block_size, rng=rng,
+                               check_finite=check_finite, compute=compute)
     op, out_dtype, xp, _ = _prepare(a, xp, check_finite, max_ndim=2, operators=False)
     if (rank is None) == (rtol is None):
         msg = f"give exactly one of `rank` and `rtol`; got rank={rank!r}, rtol={rtol!r}"
