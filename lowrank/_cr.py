@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 from . import _cr_checks as _checks
 from ._agnostic import _cr as _agn
 from ._cr_expected import cr_expected_error
+from ._dask import is_dask_array
 from ._lib import _compat, _validation
 from ._lib._random import Random
 from ._lib._typing import Array, ArrayNamespace, RNGLike
@@ -94,6 +95,8 @@ def cr_norms(a: Array, b: Array, /, *, xp: ArrayNamespace | None = None) -> CRNo
     >>> cr_matmul(X2, W, 100, norms=(None, norms.rows), rng=0).shape
     (40, 50)
     """
+    if is_dask_array(a) or is_dask_array(b):
+        return _dask_cr().cr_norms(a, b, xp)
     xp, a, b, out = _checks.inputs(a, b, xp)
     na, nb = _checks.norms_for(a, b, None, needed=True, check_finite=False, xp=xp)
     return CRNorms(xp.astype(na, out, copy=False), xp.astype(nb, out, copy=False))
@@ -204,12 +207,23 @@ def cr_factors(
     >>> bool(np.all(top.weights == 1)), bool(np.all(np.diff(top.indices) > 0))
     (True, True)
     """
+    if is_dask_array(a) or is_dask_array(b):
+        return _dask_cr().cr_factors(a, b, rank, method=method, probabilities=probabilities,
+                                     replace=replace, rescale=rescale, norms=norms,
+                                     check_finite=check_finite, rng=rng, xp=xp)
     xp, a, b, out = _checks.inputs(a, b, xp)
     plan = _checks.plan(rank, method, probabilities, replace, rescale, a, xp)
     C, R, idx, lam = _factors(a, b, plan, norms, check_finite, rng, xp)
     return CRFactors(
         *(xp.astype(x, out, copy=False) for x in (C, R)), idx, xp.astype(lam, out, copy=False)
     )
+
+
+def _dask_cr() -> Any:
+    """The dask CR module (imported on first dask input only)."""  # numpydoc ignore=RT01
+    from ._dask import _cr
+
+    return _cr
 
 
 def _factors(
@@ -309,6 +323,10 @@ def cr_matmul(
     >>> bool(abs(np.mean(errs) / cr_expected_error(a, b, 64) - 1) < 0.2)
     True
     """
+    if is_dask_array(a) or is_dask_array(b):
+        return _dask_cr().cr_matmul(a, b, rank, method=method, probabilities=probabilities,
+                                    replace=replace, rescale=rescale, norms=norms,
+                                    check_finite=check_finite, rng=rng, xp=xp)
     xp, a, b, out = _checks.inputs(a, b, xp)
     plan = _checks.plan(rank, method, probabilities, replace, rescale, a, xp)
     n, inner, m = a.shape[-2], a.shape[-1], b.shape[-1]

@@ -8,6 +8,7 @@ from . import _cr_checks as _checks
 from ._agnostic import _cr as _agn
 from ._agnostic import _cr_error as _err
 from ._agnostic import _cr_scale as _scale
+from ._dask import is_dask_array
 from ._lib import _compat, _validation
 from ._lib._random import Random, check_rng
 from ._lib._typing import Array, ArrayNamespace, RNGLike
@@ -117,6 +118,12 @@ def cr_expected_error(
     >>> float(est), float(se)
     (2.0, 0.0)
     """
+    if is_dask_array(a) or is_dask_array(b):
+        from ._dask import _cr as _dask_cr
+
+        return _dask_cr.cr_expected_error(
+            a, b, rank, method=method, probabilities=probabilities, replace=replace,
+            rescale=rescale, norms=norms, samples=samples, return_std=return_std, rng=rng, xp=xp)
     xp, a, b, _ = _checks.inputs(a, b, xp)
     plan = _checks.plan(rank, method, probabilities, replace, rescale, a, xp)
     samples = _validation.check_int(samples, "samples", low=1)

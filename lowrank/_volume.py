@@ -7,6 +7,7 @@ from typing import Any
 
 from ._agnostic import _volume as _ag
 from ._agnostic._linalg import conj_transpose as _conj_transpose
+from ._dask import is_dask_array
 from ._lib import _compat
 from ._lib._dispatch import get_kernel, kernel_backend
 from ._lib._typing import Array, ArrayNamespace
@@ -62,6 +63,8 @@ def _run_kernel(kernel: Any, a: Any, log: bool, check_finite: bool, xp: Any) -> 
 
 def _volume(a: Any, xp: Any, *, log: bool, check_finite: bool) -> Any:
     """Validate ``a``, then run the kernel or the array-API QR path."""  # numpydoc ignore=PR01,RT01
+    if is_dask_array(a):
+        return _dask_volume(a, xp, log=log, check_finite=check_finite, longer=False)
     xp = namespace(a, xp=xp)
     check_matrix(a, "a")
     check_finite = check_bool(check_finite, "check_finite")
@@ -75,6 +78,15 @@ def _volume(a: Any, xp: Any, *, log: bool, check_finite: bool) -> Any:
         result = _ag.log_gram_volume(work, xp) if log else _ag.gram_volume(work, xp)
     dtype = _result_dtype(work, out_dtype, xp)
     return result if result.dtype == dtype else _narrow(result, dtype, xp)
+
+
+def _dask_volume(a: Any, xp: Any, *, log: bool, check_finite: bool, longer: bool) -> Any:
+    """Lazy volumes of a dask array, chunk by chunk (``lowrank._dask._volume``)."""  # numpydoc ignore=PR01,RT01
+    from ._dask._volume import volume
+
+    check_finite = check_bool(check_finite, "check_finite")
+    return volume(a, lambda x: _volume(x, None, log=log, check_finite=check_finite),
+                  xp=xp, longer=longer)
 
 
 def _narrow(result: Any, dtype: Any, xp: Any) -> Any:
@@ -216,6 +228,8 @@ def log_gram_volume(
 
 def _longer_side(a: Any, xp: Any, *, log: bool, check_finite: bool) -> Any:
     """Volume of the columns of a tall ``a``, of the rows of a wide one."""  # numpydoc ignore=PR01,RT01
+    if is_dask_array(a):
+        return _dask_volume(a, xp, log=log, check_finite=check_finite, longer=True)
     xp = namespace(a, xp=xp)
     check_matrix(a, "a")
     if a.shape[-2] < a.shape[-1]:  # aᴴ has the same nonzero singular values
