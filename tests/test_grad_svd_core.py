@@ -146,7 +146,8 @@ def test_float32_torch_namespace():
     torch = pytest.importorskip("torch")
     from array_api_compat import torch as xpt
 
-    G = torch.as_tensor(matrix_with_spectrum(128, 96, 0.8 ** np.arange(96), seed=9), dtype=torch.float32)
+    G = matrix_with_spectrum(128, 96, 0.8 ** np.arange(96), seed=9)
+    G = torch.as_tensor(G, dtype=torch.float32)
     rand = Random(0, xpt, torch.device("cpu"))
     res = sketch_svds(_oracle([G]), [G.shape], 8, n_sweeps=4, block=8, rand=rand,
                       dtype=torch.float32, xp=xpt)[0]

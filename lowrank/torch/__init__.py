@@ -14,6 +14,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError(msg) from exc
 
 from . import _lora_ga, _lora_pro
+from ._grad_svd import GradientSVD as GradientSVD
+from ._grad_svd import estimate_gradient_svd as estimate_gradient_svd
 from ._layers import LoraPair as LoraPair
 from ._layers import find_lora_pairs as find_lora_pairs
 from ._lora_ga import *  # noqa: F403
@@ -21,5 +23,5 @@ from ._lora_pro import *  # noqa: F403
 from ._trainer import lora_ga_init_trainer_ as lora_ga_init_trainer_
 
 __all__ = sorted(
-    {"LoraPair", "find_lora_pairs", "lora_ga_init_trainer_", *_lora_ga.__all__, *_lora_pro.__all__}
+    {"GradientSVD", "LoraPair", "estimate_gradient_svd", "find_lora_pairs", "lora_ga_init_trainer_", *_lora_ga.__all__, *_lora_pro.__all__}
 )
