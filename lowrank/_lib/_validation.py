@@ -30,6 +30,12 @@ _SPARSE_ROUTES = (
 )
 
 
+_DASK_ROUTES = (
+    "randomized_svd, randomized_range_finder, svd_approx, the CR functions and the Gram "
+    "volumes take dask arrays"
+)
+
+
 def namespace(*arrays: Any, xp: Any = None, names: Sequence[str] | None = None) -> Any:
     """Common namespace of ``arrays`` (TypeError on a mix or a wrong ``xp``), one device.
 
@@ -97,9 +103,10 @@ def check_array(x: Any, name: str) -> Any:
     if _compat.is_pydata_sparse_namespace(xp) or _compat.is_dask_namespace(xp):
         kind = "pydata sparse" if _compat.is_pydata_sparse_namespace(xp) else "dask"
         fix = ".todense()" if kind == "pydata sparse" else ".compute()"
+        routes = _SPARSE_ROUTES if kind == "pydata sparse" else _DASK_ROUTES
         msg = (
-            f"`{name}` is a {kind} array ({type(x).__name__}), which lowrank does not support; "
-            f"pass {_DENSE} (e.g. `{name}{fix}`); {_SPARSE_ROUTES}"
+            f"`{name}` is a {kind} array ({type(x).__name__}), which this function does not "
+            f"support; pass {_DENSE} (e.g. `{name}{fix}`); {routes}"
         )
         raise TypeError(msg)
     if _compat.is_torch_namespace(xp):
