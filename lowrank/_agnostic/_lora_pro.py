@@ -12,10 +12,12 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "AUTO_RATIO",
+    "coefficients",
     "equivalent_gradient",
     "gram_spectra",
     "lora_pro_adjust",
     "solve_sylvester_spd",
+    "spectra_of_grams",
 ]
 
 #: ``damping="auto"``: an eigen-direction of S_B is treated as null when
@@ -71,12 +73,22 @@ def _inverse_weights(lam: Any, other_trace: Any, damping: Any, eps: float, xp: A
 
 def gram_spectra(A: Any, B: Any, damping: Any, xp: Any) -> GramSpectra:
     """One batched ``eigh`` of [S_B, S_A] in float64."""  # numpydoc ignore=PR01,RT01
-    S = xp.astype(xp.stack([_matT(B, xp) @ B, A @ _matT(A, xp)], axis=0), xp.float64)
+    S = xp.stack([_matT(B, xp) @ B, A @ _matT(A, xp)], axis=0)
+    # The Grams carry the input dtype's rounding: its eps sets the damping and cut-offs.
+    return spectra_of_grams(S, float(xp.finfo(A.dtype).eps), damping, xp)
+
+
+def spectra_of_grams(S: Any, eps: float, damping: Any, xp: Any) -> GramSpectra:
+    """GramSpectra of stacked Grams ``S = [S_B, S_A]`` (2, ..., r, r) formed at rounding ``eps``.
+
+    Split from `gram_spectra` so that callers holding the Grams of many layers (formed
+    by batched products of their own) share one ``eigh`` call.
+    """  # numpydoc ignore=PR01,RT01
+    S = xp.astype(S, xp.float64)
     S = 0.5 * (S + _matT(S, xp))  # exact symmetry for eigh
     evals, Q = xp.linalg.eigh(S)
     evals = xp.maximum(evals, xp.zeros_like(evals))  # PSD: negatives are rounding
     lam, mu, QB, QA = evals[0, ...], evals[1, ...], Q[0, ...], Q[1, ...]
-    eps = float(xp.finfo(A.dtype).eps)  # the Grams carry the input dtype's rounding
     tr_B = xp.sum(lam, axis=-1, keepdims=True)
     tr_A = xp.sum(mu, axis=-1, keepdims=True)
     fB = _inverse_weights(lam, tr_A, damping, eps, xp)
@@ -104,13 +116,21 @@ def solve_sylvester_spd(lam: Any, QB: Any, mu: Any, QA: Any, K: Any, xp: Any) ->
 
 
 def _coefficients(A, B, gA, gB, spec, inv_s2, gauge, xp):
+    """Coefficients (see `coefficients`) from the factors and their gradients."""  # numpydoc ignore=PR01,RT01
+    BtgB = _matT(B, xp) @ gB
+    gAAt = gA @ _matT(A, xp) if gauge == "sylvester" else None
+    return coefficients(BtgB, gAAt, spec, inv_s2, gauge, xp)
+
+
+def coefficients(BtgB, gAAt, spec, inv_s2, gauge, xp):
     """r×r matrices (float64) with g_A' = CA gA + X A and g_B' = gB CB − B (MB + X).
 
-    The base member (official code, X = 0) is a0 = CA gA, b0 = gB CB − B MB with
-    CA = S_B⁻¹/s², CB = S_A⁻¹/s², MB = S_B⁻¹ Bᵀg_B S_A⁻¹/s².
+    Inputs: the r×r products ``Bᵀg_B`` and ``g_A Aᵀ`` (the latter used only by the
+    Sylvester gauge). The base member (official code, X = 0) is a0 = CA gA,
+    b0 = gB CB − B MB with CA = S_B⁻¹/s², CB = S_A⁻¹/s², MB = S_B⁻¹ Bᵀg_B S_A⁻¹/s².
     """  # numpydoc ignore=PR01,RT01
     s2 = _f64(inv_s2, xp)
-    BtgB = _f64(_matT(B, xp) @ gB, xp)
+    BtgB = _f64(BtgB, xp)
     CA, CB = s2 * spec.SB_inv, s2 * spec.SA_inv
     MB = CA @ BtgB @ spec.SA_inv
     if gauge == "zero":
@@ -120,7 +140,7 @@ def _coefficients(A, B, gA, gB, spec, inv_s2, gauge, xp):
     # Sylvester gauge: X minimises ||a0 + XA − gA||² + ||b0 − BX − gB||² exactly:
     # S_B X + X S_A = (gA − a0)Aᵀ + Bᵀ(b0 − gB), evaluated with r×r products only.
     # Without damping this is the textbook K = −S_B⁻¹ g_A Aᵀ / s²; with damping it stays exact.
-    gAAt = _f64(gA @ _matT(A, xp), xp)
+    gAAt = _f64(gAAt, xp)
     Bt_b0 = BtgB @ CB - spec.SB @ MB
     K = gAAt - CA @ gAAt + Bt_b0 - BtgB
     return CA, CB, MB, solve_sylvester_spd(spec.lam, spec.QB, spec.mu, spec.QA, K, xp)

@@ -8,16 +8,9 @@ from typing import Any
 import torch
 
 from .._lib._validation import check_option
-from ._lora_pro_adam import adam_direction, adamw_, check_hyper, clipped, foreach_adamw_
-from ._lora_pro_batch import (
-    Pair,
-    adjusted_grads,
-    check_damping,
-    compute_dtype,
-    equivalent_grads,
-    project_back,
-    resolve_pairs,
-)
+from ._lora_pro_adam import check_hyper
+from ._lora_pro_batch import Pair, adjusted_grads, check_damping, compute_dtype, resolve_pairs
+from ._lora_pro_step import step_efficient, step_full
 
 __all__ = ["LoRAProAdamW", "lora_pro_adjust_"]
 
@@ -203,10 +196,12 @@ class LoRAProAdamW(torch.optim.Optimizer):
         if isinstance(pairs, torch.nn.Module):  # found, not given: skip frozen adapters
             self.pairs = [p for p in self.pairs if p.A.requires_grad and p.B.requires_grad]
         self._check_pairs_are_optimized()
+        self._paired = {id(t) for p in self.pairs for t in (p.A, p.B)}
         if self.weight_decay_to == "init":
             for t in (t for p in self.pairs for t in (p.A, p.B)):
                 self.state[t]["initial"] = t.detach().clone()
-        self._stack_buffers: dict = {}  # reused stacking memory, not part of the state
+        # (active pairs, Layout, state links): stacked storage whose views the state holds
+        self._stacked: tuple | None = None
 
     def _check_pairs_are_optimized(self) -> None:
         owned = {id(p) for g in self.param_groups for p in g["params"]}
@@ -240,8 +235,8 @@ class LoRAProAdamW(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        pairs = [p for p in self.pairs if _has_grad(p)]
-        paired = {id(t) for p in self.pairs for t in (p.A, p.B)}
+        pairs = [p for p in self.pairs if p.A.grad is not None or p.B.grad is not None]
+        paired = self._paired
         others = [
             p
             for g in self.param_groups
@@ -249,44 +244,8 @@ class LoRAProAdamW(torch.optim.Optimizer):
             if p.grad is not None and id(p) not in paired
         ]
         plain = [p.grad.to(compute_dtype(p)) for p in others]
-        if self.mode == "efficient":
-            self._step_efficient(pairs, others, plain)
-        else:
-            self._step_full(pairs, others, plain)
+        (step_efficient if self.mode == "efficient" else step_full)(self, pairs, others, plain)
         return loss
-
-    def _step_efficient(self, pairs: list[Pair], others: list, plain: list) -> None:
-        gA, gB = adjusted_grads(
-            pairs,
-            [p.A.grad for p in pairs],
-            [p.B.grad for p in pairs],
-            gauge=self.gauge,
-            damping=self.damping,
-            buffers=self._stack_buffers,
-        )
-        params = [t for p in pairs for t in (p.A, p.B)] + others
-        grads = [g for ab in zip(gA, gB, strict=True) for g in ab] + plain
-        foreach_adamw_(params, clipped(grads, self.max_grad_norm), self)
-
-    def _step_full(self, pairs: list[Pair], others: list, plain: list) -> None:
-        g_eq = equivalent_grads(
-            pairs, [p.A.grad for p in pairs], [p.B.grad for p in pairs], damping=self.damping
-        )
-        scaled = clipped(g_eq + plain, self.max_grad_norm)
-        g_eq, plain = scaled[: len(pairs)], scaled[len(pairs) :]
-        groups = self._group_of()
-        # Adam in weight space on g~ (states kept with A); betas/eps from A's group.
-        updates = [
-            adam_direction(self.state[p.A], g, groups[id(p.A)], prefix="weight_")
-            for p, g in zip(pairs, g_eq, strict=True)
-        ]
-        del g_eq, scaled
-        uA, uB = project_back(pairs, updates, gauge=self.gauge, damping=self.damping)
-        for p, a, b in zip(pairs, uA, uB, strict=True):
-            adamw_(p.A, a, groups[id(p.A)], self.state[p.A].get("initial"))
-            adamw_(p.B, b, groups[id(p.B)], self.state[p.B].get("initial"))
-        for p, g in zip(others, plain, strict=True):
-            adamw_(p, adam_direction(self.state[p], g, groups[id(p)]), groups[id(p)])
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state dict, keeping Adam states in float32 for low-precision parameters.
@@ -297,6 +256,7 @@ class LoRAProAdamW(torch.optim.Optimizer):
             As returned by :meth:`state_dict`.
         """
         saved = state_dict["state"]
+        self._stacked = None  # the loaded entries are separate tensors: stack them anew
         super().load_state_dict(state_dict)
         params = [p for g in self.param_groups for p in g["params"]]
         for idx, entries in saved.items():

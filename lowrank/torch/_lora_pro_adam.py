@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["adam_direction", "adamw_", "check_hyper", "clipped", "foreach_adamw_"]
+__all__ = ["check_hyper", "clip_factor", "foreach_adamw_", "foreach_bucket_"]
 
 
 def foreach_adamw_(params: list, grads: list, opt: Any) -> None:
@@ -71,29 +71,16 @@ def _decay_(new: torch.Tensor, anchor: torch.Tensor | None, rate: float) -> None
         new.lerp_(anchor.to(new.dtype), rate)
 
 
-def adamw_(
-    param: torch.Tensor, direction: torch.Tensor, group: dict, anchor: torch.Tensor | None = None
-) -> None:
-    """param <- param − lr·wd·(param − anchor) − lr·direction, in float32 or wider."""  # numpydoc ignore=PR01
-    lr, wd = group["lr"], group["weight_decay"]
-    if param.dtype == direction.dtype:
-        _decay_(param, anchor, lr * wd)
-        param.add_(direction, alpha=-lr)
-        return
-    new = param.to(direction.dtype)
-    _decay_(new, anchor, lr * wd)
-    param.copy_(new.add_(direction, alpha=-lr))
+def clip_factor(grads: list[torch.Tensor], max_norm: float | None) -> torch.Tensor | None:
+    """Factor scaling ``grads`` to a global 2-norm <= ``max_norm`` (None: no clipping).
 
-
-def clipped(grads: list[torch.Tensor], max_norm: float | None) -> list[torch.Tensor]:
-    """``grads`` scaled to a global 2-norm <= ``max_norm`` (a copy)."""  # numpydoc ignore=PR01,RT01
+    Entries may be precomputed norms (0-d tensors): the norm of norms is the same.
+    """  # numpydoc ignore=PR01,RT01
     if max_norm is None or not grads:
-        return grads
-    total = torch.linalg.vector_norm(
-        torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])
-    )
-    factor = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    return [g * factor.to(g.dtype) for g in grads]
+        return None
+    norms = [g.float() if g.ndim == 0 else torch.linalg.vector_norm(g.float()) for g in grads]
+    total = torch.linalg.vector_norm(torch.stack(norms))
+    return torch.clamp(max_norm / (total + 1e-6), max=1.0)
 
 
 def check_hyper(lr: Any, betas: Any, eps: Any, weight_decay: Any, max_grad_norm: Any) -> None:
@@ -122,20 +109,3 @@ def _check_real(value: Any, name: str, *, strict: bool) -> None:
         bound = "> 0" if strict else ">= 0"
         msg = f"invalid `{name}`: must be finite and {bound}; got {value!r}"
         raise ValueError(msg)
-
-
-def adam_direction(state: dict, g: torch.Tensor, group: dict, prefix: str = "") -> torch.Tensor:
-    """Update Adam moments with ``g`` and return m̂/(sqrt(v̂) + eps)."""  # numpydoc ignore=PR01,RT01
-    beta1, beta2 = group["betas"]
-    m_key, v_key = f"{prefix}exp_avg", f"{prefix}exp_avg_sq"
-    if m_key not in state:
-        state["step"] = 0
-        state[m_key] = torch.zeros_like(g)
-        state[v_key] = torch.zeros_like(g)
-    state["step"] += 1
-    t = state["step"]
-    m, v = state[m_key], state[v_key]
-    m.lerp_(g, 1 - beta1)
-    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-    denom = (v.sqrt() / math.sqrt(1 - beta2**t)).add_(group["eps"])
-    return (m / (1 - beta1**t)).div_(denom)
