@@ -23,5 +23,13 @@ from ._lora_pro import *  # noqa: F403
 from ._trainer import lora_ga_init_trainer_ as lora_ga_init_trainer_
 
 __all__ = sorted(
-    {"GradientSVD", "LoraPair", "estimate_gradient_svd", "find_lora_pairs", "lora_ga_init_trainer_", *_lora_ga.__all__, *_lora_pro.__all__}
+    {
+        "GradientSVD",
+        "LoraPair",
+        "estimate_gradient_svd",
+        "find_lora_pairs",
+        "lora_ga_init_trainer_",
+        *_lora_ga.__all__,
+        *_lora_pro.__all__,
+    }
 )
