@@ -109,3 +109,91 @@ class SelectColumns(XPBenchmark):
     def track_log_volume(self, *args):
         cols = lowrank.select_columns(self.a, 20, method=self.method, rng=0)
         return float(lowrank.log_gram_volume(self.xp.take(self.a, cols, axis=1)))
+
+
+# --- one-process measurement: ``python -m bench.bench_volume [--threads T] [--quick]`` ----
+
+TABLE_SHAPES = [(64, 8), (128, 32), (512, 8), (512, 64), (2048, 16), (16, 4), (32, 8)]
+
+
+def _routes():
+    """name -> f(a) for the batched (B, n, k) array a; None where a route does not apply."""
+    from lowrank.kernels import volume_gram_numba, volume_numba
+
+    def qr_kernel(a):
+        n, k = a.shape[1:]
+        if k > 32 or n * k > 4096:
+            return None
+        return lambda: volume_numba.log_gram_volume(a, np.empty(len(a), a.dtype), True)
+
+    def gram_route(a):
+        if a.shape[2] > 64 or a.shape[1] <= a.shape[2]:
+            return None
+        out, ok = np.empty(len(a), a.dtype), np.empty(len(a), bool)
+        return lambda: volume_gram_numba.gram_log_volume(a, out, ok, True)
+
+    return {
+        "lowrank": lambda a: lambda: lowrank.log_gram_volume(a),
+        "qr-kernel": qr_kernel,
+        "gram-route": gram_route,
+        "lapack-qr": lambda a: lambda: np.linalg.qr(a, mode="r"),
+        "slogdet": lambda a: lambda: np.linalg.slogdet(np.swapaxes(a, -1, -2) @ a),
+    }
+
+
+def _median_times(funcs, repeats):
+    """Median seconds of each zero-argument function, the methods interleaved per repeat."""
+    import time
+
+    for f in funcs.values():
+        f()  # warm-up (JIT, caches)
+    times = {name: [] for name in funcs}
+    for _ in range(repeats):
+        for name, f in funcs.items():
+            t0 = time.perf_counter()
+            f()
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def main(argv=None):
+    """Print route times relative to ``slogdet(aᵀa)`` (ratio < 1: faster) per shape/dtype."""
+    import argparse
+    import os
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    os.environ["NUMBA_NUM_THREADS"] = str(args.threads)  # lowrank's kernel thread pool
+    batches = (1, 64) if args.quick else (1, 64, 1024)
+    repeats = 5 if args.quick else 9
+    routes = _routes()
+    rng = np.random.default_rng(0)
+    with threadpool_limits(args.threads):
+        libs = sorted({f"{d['internal_api']} {d['version']} x{d['num_threads']}"
+                       for d in threadpool_info()})
+        print(f"threads={args.threads} (NUMBA_NUM_THREADS and threadpoolctl): {', '.join(libs)}")
+        print("time / slogdet(aᵀa) time, median of", repeats, "interleaved repeats")
+        print(f"{'B':>5} {'n×k':>8} {'dtype':8}" + "".join(f"{r:>11}" for r in routes if r != "slogdet")
+              + f"{'slogdet µs':>12} {'f32/f64 lowrank':>16}")
+        for batch in batches:
+            for n, k in TABLE_SHAPES:
+                per_dtype = {}
+                for dtype in ("float64", "float32"):
+                    b = batch if n * k * batch <= 2**23 else max(1, 2**23 // (n * k))
+                    a = rng.standard_normal((b, n, k)).astype(dtype)
+                    funcs = {r: f(a) for r, f in routes.items()}
+                    t = _median_times({r: f for r, f in funcs.items() if f is not None}, repeats)
+                    per_dtype[dtype] = t["lowrank"]
+                    cells = "".join(f"{t[r] / t['slogdet']:11.2f}" if r in t else f"{'-':>11}"
+                                    for r in routes if r != "slogdet")
+                    ratio = per_dtype["float32"] / per_dtype["float64"] if dtype == "float32" else None
+                    print(f"{b:5d} {f'{n}×{k}':>8} {dtype:8}{cells}{t['slogdet'] * 1e6:12.1f}"
+                          + (f"{ratio:16.2f}" if ratio is not None else ""), flush=True)
+
+
+if __name__ == "__main__":
+    main()

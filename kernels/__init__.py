@@ -29,6 +29,10 @@ KERNELS: dict[str, dict[str, str]] = {
         "numba": "lowrank.kernels.volume_numba:log_gram_volume",
         "cuda": "lowrank.kernels.volume_cuda:log_gram_volume",
     },
+    # Gram volumes of well-conditioned tall matrices: BLAS aᵀa, checked Cholesky
+    "gram_log_volume": {
+        "numba": "lowrank.kernels.volume_gram_numba:gram_log_volume",
+    },
 }
 
 

@@ -29,6 +29,13 @@ __all__ = [
 # whose blocked (BLAS-3) code wins there and whose per-call overhead no longer matters.
 _KERNEL_MAX_K = {"numba": 32, "cuda": 16}
 _KERNEL_MAX_NK = {"numba": 4096, "cuda": 256}  # GPU: one thread, local-memory copy
+# The guarded Gram route (NumPy): BLAS aᵀa plus a checked Cholesky, QR for the matrices
+# it rejects. Taken where ``python -m bench.bench_volume`` measured it faster than the
+# Householder kernel (which wins up to n·k = 256, e.g. 16×4 and 32×8) and than LAPACK QR
+# (everywhere up to 512×64); below n = 3k random matrices mostly fail its test anyway.
+_GRAM_K = (2, 64)
+_GRAM_MIN_NK = 257
+_GRAM_MIN_RATIO = 3
 
 
 def _result_dtype(work: Any, out_dtype: Any, xp: Any) -> Any:
@@ -49,11 +56,43 @@ def _use_kernel(a: Any, xp: Any) -> Any:
     return get_kernel("log_gram_volume", xp)
 
 
-def _run_kernel(kernel: Any, a: Any, log: bool, check_finite: bool, xp: Any) -> Any:
-    """Launch the batched kernel on a (batch, n, k) view (copies only if needed)."""  # numpydoc ignore=PR01,RT01
+def _use_gram(a: Any, xp: Any) -> Any:
+    """The guarded Gram-route kernel for ``a``, or None."""  # numpydoc ignore=PR01,RT01
+    n, k = a.shape[-2], a.shape[-1]
+    if kernel_backend(xp) != "numba" or a.dtype not in (xp.float32, xp.float64):
+        return None
+    if not (_GRAM_K[0] <= k <= _GRAM_K[1] and n >= _GRAM_MIN_RATIO * k
+            and n * k >= _GRAM_MIN_NK):
+        return None
+    return get_kernel("gram_log_volume", xp)
+
+
+def _gram_then_qr(gram: Any, a: Any, out: Any, log: bool, xp: Any) -> None:
+    """Gram route for the whole batch, QR (kernel or LAPACK) for what it rejects."""  # numpydoc ignore=PR01
+    ok = xp.empty(out.shape, dtype=xp.bool)
+    gram(a, out, ok, log)
+    if bool(xp.all(ok)):
+        return
+    redo = xp.nonzero(~ok)[0]
+    sub = xp.take(a, redo, axis=0)
+    kernel = _use_kernel(sub, xp)
+    if kernel is not None:
+        part = xp.empty(redo.shape, dtype=out.dtype)
+        kernel(sub, part, log)
+    else:
+        part = _ag.log_gram_volume(sub, xp) if log else _ag.gram_volume(sub, xp)
+    out[redo] = part
+
+
+def _run_kernel(kernel: Any, gram: Any, a: Any, log: bool, check_finite: bool, xp: Any) -> Any:
+    """Run the Gram route or the QR kernel on a (batch, n, k) view."""  # numpydoc ignore=PR01,RT01
     batch, (n, k) = a.shape[:-2], a.shape[-2:]
     out = xp.empty((math.prod(batch),), dtype=a.dtype, device=_compat.device(a))
-    kernel(xp.reshape(a, (-1, n, k)), out, log)
+    flat = xp.reshape(a, (-1, n, k))
+    if gram is not None:
+        _gram_then_qr(gram, flat, out, log, xp)
+    else:
+        kernel(flat, out, log)
     # The kernels turn any NaN/Inf entry into a NaN result: checking the (much smaller)
     # output replaces a full extra pass over the input.
     if check_finite and bool(xp.any(xp.isnan(out))):
@@ -69,9 +108,9 @@ def _volume(a: Any, xp: Any, *, log: bool, check_finite: bool) -> Any:
     check_matrix(a, "a")
     check_finite = check_bool(check_finite, "check_finite")
     work, out_dtype = to_floating(a, "a", xp)
-    kernel = _use_kernel(work, xp)
-    if kernel is not None:
-        result = _run_kernel(kernel, work, log, check_finite, xp)
+    kernel, gram = _use_kernel(work, xp), _use_gram(work, xp)
+    if kernel is not None or gram is not None:
+        result = _run_kernel(kernel, gram, work, log, check_finite, xp)
     else:
         if check_finite:
             _check_finite(work, "a", xp)
@@ -144,9 +183,19 @@ def gram_volume(
     With :math:`a = QR` (Q with orthonormal columns), :math:`\mathrm{vol}(a) =
     \sqrt{\det(a^H a)} = \prod_i |R_{ii}|` (Cauchy–Binet / QR). Householder QR is backward
     stable, so the relative error is :math:`O(n\,\varepsilon\,\kappa(a))`; the Gram
-    route :math:`\det(a^H a)` squares the condition number. NumPy inputs
-    with k <= 32 and n·k <= 4096 use a compiled batched kernel (the cross product for
-    3×2, Householder QR otherwise), computing in float64; real CuPy inputs with
+    route :math:`\det(a^H a)` squares the condition number. Real NumPy inputs with
+    2 <= k <= 64, n >= 3k and n·k > 256 first take a guarded Gram route: ``aᵀa`` by BLAS
+    in the input's precision, a float64 Cholesky ``aᵀa = RᵀR``, and a per-matrix test
+    that keeps the result only when its first-order error bound
+    :math:`\tfrac12(\gamma_n + \gamma_{k+1}) s^2` is no larger than Householder QR's
+    :math:`\gamma_{nk} s`, where :math:`s = \sum_j \sqrt{G_{jj} (G^{-1})_{jj}}`
+    measures how far the columns are from orthogonal (:math:`s = k` for orthogonal
+    columns; accepted iff :math:`s \le 2nk/(n+k+1)`); every other matrix (ill-conditioned,
+    rank-deficient, non-finite, or with squares out of range) is redone by QR. That
+    route runs at about the speed of ``slogdet(aᵀa)`` (measured with
+    ``python -m bench.bench_volume``), whose accuracy it does not share. Other NumPy
+    inputs with k <= 32 and n·k <= 4096 use a compiled batched kernel (the cross product
+    for 3×2, Householder QR otherwise), computing in float64; real CuPy inputs with
     n·k <= 256 a numba-cuda kernel; all other inputs the array API's ``linalg.qr``,
     through which torch autograd works. The volume itself can underflow to 0 or
     overflow to inf (e.g. 200 columns of norm 1e-3); :func:`log_gram_volume` cannot.

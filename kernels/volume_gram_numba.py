@@ -1,0 +1,226 @@
+"""Guarded Gram route for batched volumes: BLAS ``aᵀa``, then a checked Cholesky (numba).
+
+For well-conditioned tall matrices the Gram matrix ``G = aᵀa`` (one BLAS product per
+matrix, in the input's precision) followed by a float64 Cholesky ``G = RᵀR`` gives
+``log vol = Σ log R_jj`` at a fraction of Householder QR's cost. Its accuracy depends
+on the conditioning of the *equilibrated* Gram matrix ``H = D⁻¹GD⁻¹`` (D the column
+norms), so each result comes with an a-posteriori test and is kept only when its
+first-order error bound is no larger than Householder QR's (docs/theory/volume.md,
+"The guarded Gram route"):
+
+- Gram product plus Cholesky: ``|Δ log vol| ≤ ½(γ_n + γ_{k+1}) s²``,
+- Householder QR: ``|Δ log vol| ≤ γ_{nk} s``, with ``s = Σ_j sqrt(G_jj (G⁻¹)_jj)``,
+
+so the Gram result is accepted iff ``s ≤ 2nk/(n+k+1)`` (``γ_m = m·u`` in the precision of
+``G``; s ≥ k always, s = k for orthogonal columns). ``(G⁻¹)_jj`` is the squared norm of
+column j of ``R⁻ᵀ``'s inverse, from one triangular inverse (k³/6 flops against the
+product's nk²). A matrix whose Gram diagonal is non-finite or outside the safe range
+(squares that under- or overflowed), whose Cholesky breaks down, or that fails the
+test is flagged in ``ok`` for the caller to redo with QR.
+"""
+
+import math
+
+import numpy as np
+
+from ._jit import njit
+from ._threads import n_workers, parallel_for
+
+# G_jj in (lo, hi): no product overflowed, and gradual underflow (≤ 2^-150 resp.
+# 2^-1075 per product) adds at most 1e-8 resp. 1e-27 of the γ_n term to any |ΔH_ij|.
+_SAFE = {np.dtype(np.float32): (1e-30, 1e30), np.dtype(np.float64): (1e-280, 1e280)}
+_PROD_LO, _PROD_HI = 1e-290, 1e290  # partial products of R_jj in here: normal
+_EXP_MAX = 709.0  # math.exp overflows (OverflowError in plain Python) beyond ~709.78
+_SERIAL_ITEMS = 20_000  # k³-scaled work below which threads cost more than they save
+
+
+_LANES = 8  # matrices side by side: one 8-wide SIMD register per written-out lane row
+
+
+@njit
+def _load_lanes(g, b0, count, w, gdiag, bad, lo, hi):
+    """w[i·k + m, l] = G_{b0+l}[i, m] for m >= i in float64; idle lanes get I.
+
+    ``gdiag[j, l] = G_jj``; ``bad[l]`` is set where some G_jj is outside (lo, hi): a
+    square under- or overflowed, or the matrix holds NaN/Inf.
+    """
+    k = g.shape[1]
+    for lane in range(_LANES):
+        bad[lane] = False
+        for i in range(k):
+            for m in range(i, k):
+                if lane < count:
+                    w[i * k + m, lane] = g[b0 + lane, i, m]
+                else:
+                    w[i * k + m, lane] = 1.0 if m == i else 0.0
+            d = w[i * k + i, lane]
+            gdiag[i, lane] = d
+            if not lo < d < hi:
+                bad[lane] = True
+
+
+# The written-out lanes are what LLVM's SLP vectoriser turns into one SIMD operation
+# (loops over a lane index are not vectorised here): keep the formatter away.
+# fmt: off
+@njit
+def _cholesky_lanes(w, k, diag, inv, bad, lo, hi):
+    """Upper Cholesky factors R of the 8 lane matrices in w, in place.
+
+    Right-looking: step j scales row j and subtracts its rank-1 term from the trailing
+    rows; every entry receives its updates in the order of a textbook inner-product
+    Cholesky. ``diag[j, l] = R_jj``, ``inv[j, l] = 1 / R_jj``; a pivot R_jj² outside
+    (lo, hi) (rank deficiency, breakdown, NaN) sets ``bad[l]`` and is replaced by 1 so
+    the other lanes carry on.
+    """
+    for j in range(k):
+        piv = w[j * k + j]
+        for lane in range(_LANES):
+            p = piv[lane]
+            if not lo < p < hi:
+                bad[lane] = True
+                p = 1.0
+            d = math.sqrt(p)
+            piv[lane] = d
+            diag[j, lane] = d
+            inv[j, lane] = 1.0 / d
+        q = inv[j]
+        q0, q1, q2, q3, q4, q5, q6, q7 = q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7]
+        for m in range(j + 1, k):
+            x = w[j * k + m]
+            x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7] = (
+                x[0] * q0, x[1] * q1, x[2] * q2, x[3] * q3,
+                x[4] * q4, x[5] * q5, x[6] * q6, x[7] * q7,
+            )
+        for i in range(j + 1, k):
+            c = w[j * k + i]
+            c0, c1, c2, c3, c4, c5, c6, c7 = c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
+            for m in range(i, k):
+                x, y = w[i * k + m], w[j * k + m]
+                x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7] = (
+                    x[0] - c0 * y[0], x[1] - c1 * y[1], x[2] - c2 * y[2], x[3] - c3 * y[3],
+                    x[4] - c4 * y[4], x[5] - c5 * y[5], x[6] - c6 * y[6], x[7] - c7 * y[7],
+                )
+
+
+@njit
+def _equilibrated_sums(w, k, inv, gdiag, t, s):
+    """s[l] = Σ_j sqrt(G_jj (G⁻¹)_jj) for the 8 lane factors R in w.
+
+    (G⁻¹)_jj is the squared norm of row j of R⁻¹, solved from x R = e_jᵀ by sweeps
+    over the rows of R (t holds the running right-hand side).
+    """
+    s[:] = 0.0
+    for j in range(k):
+        t[j:, :] = 0.0
+        t[j, :] = 1.0
+        n0 = n1 = n2 = n3 = n4 = n5 = n6 = n7 = 0.0
+        for m in range(j, k):
+            tm, q = t[m], inv[m]
+            x0, x1, x2, x3 = tm[0] * q[0], tm[1] * q[1], tm[2] * q[2], tm[3] * q[3]
+            x4, x5, x6, x7 = tm[4] * q[4], tm[5] * q[5], tm[6] * q[6], tm[7] * q[7]
+            n0, n1, n2, n3, n4, n5, n6, n7 = (
+                n0 + x0 * x0, n1 + x1 * x1, n2 + x2 * x2, n3 + x3 * x3,
+                n4 + x4 * x4, n5 + x5 * x5, n6 + x6 * x6, n7 + x7 * x7,
+            )
+            for i in range(m + 1, k):
+                ti, r = t[i], w[m * k + i]
+                ti[0], ti[1], ti[2], ti[3], ti[4], ti[5], ti[6], ti[7] = (
+                    ti[0] - x0 * r[0], ti[1] - x1 * r[1], ti[2] - x2 * r[2], ti[3] - x3 * r[3],
+                    ti[4] - x4 * r[4], ti[5] - x5 * r[5], ti[6] - x6 * r[6], ti[7] - x7 * r[7],
+                )
+        g = gdiag[j]
+        s[0] += math.sqrt(g[0] * n0)
+        s[1] += math.sqrt(g[1] * n1)
+        s[2] += math.sqrt(g[2] * n2)
+        s[3] += math.sqrt(g[3] * n3)
+        s[4] += math.sqrt(g[4] * n4)
+        s[5] += math.sqrt(g[5] * n5)
+        s[6] += math.sqrt(g[6] * n6)
+        s[7] += math.sqrt(g[7] * n7)
+# fmt: on
+
+
+@njit
+def _hopeless(gdiag, inv, bad, count, limit):
+    """True when no lane can pass: bad, or s ≥ Σ_j sqrt(G_jj) / R_jj above the limit."""
+    for lane in range(count):
+        if bad[lane]:
+            continue
+        low = 0.0  # (G⁻¹)_jj ≥ 1 / R_jj²
+        for j in range(gdiag.shape[0]):
+            low += math.sqrt(gdiag[j, lane]) * inv[j, lane]
+        if low <= limit:
+            return False
+    return True
+
+
+@njit
+def _finish(diag, lane, take_log):
+    """log vol = Σ log R_jj (one log of the product when it stays normal), or vol."""
+    k = diag.shape[0]
+    prod, in_range = 1.0, True
+    for j in range(k):
+        prod *= diag[j, lane]
+        in_range = in_range and _PROD_LO < prod < _PROD_HI
+    if in_range:
+        return math.log(prod) if take_log else prod
+    total = 0.0
+    for j in range(k):
+        total += math.log(diag[j, lane])
+    if take_log:
+        return total
+    return math.exp(total) if total < _EXP_MAX else math.inf
+
+
+@njit
+def _gram_range(first, stop, g, out, ok, take_log, limit, lo, hi):
+    """Blocks of 8 matrices first..stop-1 (argument order of _threads.parallel_for)."""
+    batch, k = g.shape[0], g.shape[1]
+    w = np.empty((k * k, _LANES))
+    diag, inv, gdiag = np.empty((k, _LANES)), np.empty((k, _LANES)), np.empty((k, _LANES))
+    t, s = np.empty((k, _LANES)), np.empty(_LANES)
+    bad = np.empty(_LANES, dtype=np.bool_)
+    for blk in range(first, stop):
+        b0 = blk * _LANES
+        count = min(_LANES, batch - b0)
+        _load_lanes(g, b0, count, w, gdiag, bad, lo, hi)
+        _cholesky_lanes(w, k, diag, inv, bad, lo, hi)
+        if _hopeless(gdiag, inv, bad, count, limit):
+            s[:] = math.inf
+        else:
+            _equilibrated_sums(w, k, inv, gdiag, t, s)
+        for lane in range(count):
+            accept = not bad[lane] and s[lane] <= limit
+            ok[b0 + lane] = accept
+            if accept:
+                out[b0 + lane] = _finish(diag, lane, take_log)
+
+
+def acceptance_limit(n, k):
+    """Largest accepted s = Σ_j sqrt(G_jj (G⁻¹)_jj): ``2nk/(n+k+1)`` (module docstring)."""
+    return 2.0 * n * k / (n + k + 1)
+
+
+def gram_log_volume(a, out, ok, take_log=True):
+    """(Log) volumes of a[b] (a: (batch, n, k), n > k >= 1) through the guarded Gram route.
+
+    ``a`` is float32 or float64, any strides; ``out`` (batch,) receives the results of
+    the accepted matrices, ``ok`` (batch, bool) says which: the others (ill-conditioned,
+    non-finite, out of range) are left to the caller's QR. The Gram product runs in
+    ``a``'s precision (BLAS, one product per matrix), the Cholesky in float64.
+    Performs no input validation.
+    """
+    batch, n, k = a.shape
+    if batch == 0:
+        return
+    # over/underflow in aᵀa is expected and caught by the range test on G_jj (and
+    # under NUMBA_DISABLE_JIT=1 the kernel's NumPy scalars would warn on it too)
+    with np.errstate(all="ignore"):
+        g = np.matmul(np.swapaxes(a, -1, -2), a)  # aᵀa: NumPy hands it to BLAS syrk
+        lo, hi = _SAFE[g.dtype]
+        args = (g, out, ok, bool(take_log), acceptance_limit(n, k), lo, hi)
+        n_blocks = (batch + _LANES - 1) // _LANES
+        if batch * k**3 < _SERIAL_ITEMS:
+            _gram_range(0, n_blocks, *args)
+        else:
+            parallel_for(_gram_range, n_blocks, *args, n_chunks=min(n_blocks, 4 * n_workers()))
