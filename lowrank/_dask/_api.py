@@ -85,10 +85,25 @@ def randomized_svd(a: Any, rank: int, *, n_oversamples: int, n_power_iter: int |
         U, S, Vh = _empty(t, rank, check_finite, compute)
         return RandomizedSVDResult(U, S, Vh, error_estimate=0.0 if tol else None,
                                    passes=t.passes)
+    if tol is None and _spans_all(t, rank, n_oversamples, n_power_iter, method, block_size):
+        from . import _qb
+
+        us, s, vh, _ = _qb.exact(t, None, check_finite, rank=rank)
+        U, S, Vh = _finish(t, us, s, vh, compute)
+        return RandomizedSVDResult(U, S, Vh, error_estimate=None, passes=t.passes)
     basis, _ = _basis(t, rank, n_oversamples, n_power_iter, method, block_size, rand,
                       check_finite, tol=tol)
     U, S, Vh = _finish(t, *_svd.small_svd(t, basis, rank), compute)
     return RandomizedSVDResult(U, S, Vh, error_estimate=basis.residual, passes=t.passes)
+
+
+def _spans_all(t: Tall, rank: int, n_oversamples: int, n_power_iter: int | None,
+               method: str, block_size: int | None) -> bool:
+    """Whether the basis would span all of range(aᴴ): then one exact TSQR pass is both
+    cheaper and accurate (a basis that wide resolves its last blocks only to round-off
+    relative to their projections)."""  # numpydoc ignore=PR01,RT01
+    method, width, n_iter = _svd.plan(t, rank, n_oversamples, n_power_iter, method, block_size)
+    return width * (n_iter + 1 if method == "block_krylov" else 1) >= t.n
 
 
 def _basis(t: Tall, rank: int, n_oversamples: int, n_power_iter: int | None, method: str,

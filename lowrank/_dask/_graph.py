@@ -100,7 +100,10 @@ def _local_q(y: Any, stacked: tuple[list[Any], Any], i: int) -> Any:
 
 def _small_svd(stacked: tuple[list[Any], Any], floor: float) -> tuple[Any, Any]:
     """``(Ur, keep)``: left singular vectors of R and which directions are real."""  # numpydoc ignore=PR01,RT01
-    ur, s, _ = np.linalg.svd(stacked[1])
+    r = stacked[1]
+    if not np.all(np.isfinite(r)):  # NaN/Inf input: reported by the client after the pass
+        return np.eye(r.shape[0], r.shape[1], dtype=r.dtype), np.zeros(r.shape[1], dtype=bool)
+    ur, s, _ = np.linalg.svd(r)
     return ur, s > floor
 
 
@@ -121,7 +124,7 @@ def _tsqr(ys: list[Any], st: Any) -> tuple[list[Any], Any]:
 
 
 def _cholesky_qr2(ys: list[Any], dtype: Any, wide: bool, floor: Any = None) -> tuple[Any, ...]:
-    """First CholeskyQR round of ``Y`` and the flag of the second: ``(Z, st1, st2)``."""  # numpydoc ignore=PR01,RT01
+    """First CholeskyQR round of ``Y``: ``(Z chunks, flag)``."""  # numpydoc ignore=PR01,RT01
     c = task(k.pow2_factor)(tree_max([task(k.maxabs)(y) for y in ys]), dtype, 4)
     st1 = task(k.chol_step)(tree_sum([task(k.gram)(y, c, wide) for y in ys]), c, dtype, wide,
                             floor)

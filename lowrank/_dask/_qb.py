@@ -60,12 +60,14 @@ def _qr_chunk(a: Any, dtype: Any) -> tuple[Any, Any, tuple[float, float]]:
     return q, r, (big, k._scaled_sqsum(w, big))
 
 
-def exact(t: Tall, rtol: float, check_finite: bool) -> tuple[list[Any], Any, Any, float]:
+def exact(t: Tall, rtol: float | None, check_finite: bool, *,
+          rank: int | None = None) -> tuple[list[Any], Any, Any, float]:
     """Optimal truncation from the thin SVD by TSQR: one pass (``‖a‖_F`` included).
 
     Per chunk ``a_i = Q_i R_i``; the stacked ``R_i`` are factorised as ``Q̂ R`` and
     ``R = U_r S Vh``, so ``U_i = Q_i Q̂_i U_r``. For ``a`` with few columns (the
-    in-memory path's rule) this is cheaper than growing a randomized basis.
+    in-memory path's rule) this is cheaper than growing a randomized basis. Truncated
+    to the smallest rank meeting ``rtol``, or to ``rank``.
     """  # numpydoc ignore=PR01,RT01
     from ._graph import _stacked
 
@@ -76,9 +78,12 @@ def exact(t: Tall, rtol: float, check_finite: bool) -> tuple[list[Any], Any, Any
     norm = frobenius(norms)
     t.check_first((norm, math.isfinite(norm)), check_finite)
     if norm == 0.0:
-        return _zero(t)
+        return _zero(t) if rank is None else _zero(t, rank)
     ur, s, vh = np.linalg.svd(stacked[1], full_matrices=False)
-    rank, err_sq = _truncation_rank(s / norm, 0.0, rtol**2)
+    if rank is None:
+        rank, err_sq = _truncation_rank(s / norm, 0.0, rtol**2)
+    else:
+        err_sq = float(np.sum((s[rank:] / norm) ** 2))
     ur, s, vh = ur[:, :rank], s[:rank], vh[:rank]
     phase = _phases(vh)
     vh, ur = vh * phase.conj()[:, None], ur * phase[None, :]
@@ -91,9 +96,9 @@ def _times(q: Any, m: Any) -> Any:
     return q @ m
 
 
-def _zero(t: Tall) -> tuple[list[Any], Any, Any, float]:
-    return [np.zeros((r, 0), dtype=t.dtype) for r in t.rows], np.zeros(0), np.zeros(
-        (0, t.n), dtype=t.dtype), 0.0
+def _zero(t: Tall, rank: int = 0) -> tuple[list[Any], Any, Any, float]:
+    return [np.zeros((r, rank), dtype=t.dtype) for r in t.rows], np.zeros(rank), np.zeros(
+        (rank, t.n), dtype=t.dtype), 0.0
 
 
 def randqb(t: Tall, rtol: float, block: int | None, n_power_iter: int, rand: Any,

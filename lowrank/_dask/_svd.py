@@ -14,7 +14,7 @@ from typing import Any
 import array_api_compat.numpy as npx
 import numpy as np
 
-from .._agnostic._orthogonal import orthonormalize, thin_qr
+from .._agnostic._orthogonal import orthonormalize
 from .._agnostic._randomized import auto_plan
 from . import _kernels as k
 from ._graph import next_block, orthonormal, task, tree_sum
@@ -155,9 +155,9 @@ def small_svd(t: Tall, basis: Basis, rank: int) -> tuple[list[Any], Any, Any]:
     the largest-magnitude entry of its short-side singular vector (the row of ``Vh`` of
     the tall problem) real and positive: the long side is never gathered for it.
     """  # numpydoc ignore=PR01,RT01
-    q2, r = thin_qr(basis.w, npx, mixed=True)
-    ur, s, vrh = np.linalg.svd(k.h(r), full_matrices=False)
-    ur, s, vh = ur[:, :rank], s[:rank] / t.c, k.h(q2 @ k.h(vrh[:rank]))
+    # W = P Σ Zᴴ gives Q B = (Q Z) Σ Pᴴ: one backward-stable SVD of the small n × L matrix
+    p, s, zh = np.linalg.svd(basis.w, full_matrices=False)
+    ur, s, vh = k.h(zh[:rank]), s[:rank] / t.c, k.h(p[:, :rank])
     phase = _phases(vh)
     vh, ur = vh * phase.conj()[:, None], ur * phase[None, :]
     return [task(_combine)(q, ur) for q in basis.qs], s, vh
