@@ -1,14 +1,15 @@
-"""The result type of the matrix-free gradient SVD estimator.
+"""Matrix-free gradient SVD: the top triplets of each layer's mean gradient from hooks.
 
-`GradientSVD` is what ``estimate_gradient_svd`` returns per target layer and what
-``lora_ga_init_`` and the LoRA-One initialisation accept in place of a full gradient.
+The sweeps drive the backend-agnostic two-sided block Krylov sketch
+(``lowrank._agnostic._grad_sketch``); the hooks (``_grad_svd_hooks``) supply its
+products. docs/theory/gradient_sketch.md has the derivation.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
@@ -17,45 +18,12 @@ from .._lib import _compat
 from .._lib._random import Random
 from .._lib._validation import check_bool, check_int
 from ._grad_svd_hooks import LayerTap, dropout_modules, tapped, target_layers
+from ._grad_svd_types import GradientSVD
 from ._lora_ga import _check_batches, _progress_bar
 from ._lora_ga_dist import distributed, unwrap
 from ._lora_ga_targets import forward
 
 __all__ = ["GradientSVD", "estimate_gradient_svd"]
-
-
-class GradientSVD(NamedTuple):
-    """Leading singular triplets of one layer's mean gradient, estimated without forming it.
-
-    ``G ≈ U @ diag(S) @ Vh`` with ``G`` the mean gradient ``∂L/∂W`` of the weight in
-    ``(out, in)`` layout.
-
-    Attributes
-    ----------
-    U : torch.Tensor of shape (out, k)
-        Left singular vectors (orthonormal columns), float32 or float64.
-    S : torch.Tensor of shape (k,)
-        Singular values, non-increasing, non-negative.
-    Vh : torch.Tensor of shape (k, in)
-        Right singular vectors (orthonormal rows).
-    error_estimate : float
-        A-posteriori estimate of ``‖G - U diag(S) Vh‖_F / ‖G‖_F``.
-    energy_captured : float
-        Estimate of ``‖S‖² / ‖G‖_F²``.
-    gap : float
-        Estimate of the spectral gap ``σ_k / σ_{k+1}`` (``inf`` past the rank; ``nan``
-        where it cannot be estimated).
-    n_sweeps : int
-        Forward+backward sweeps over the estimation batches that were used.
-    """
-
-    U: torch.Tensor
-    S: torch.Tensor
-    Vh: torch.Tensor
-    error_estimate: float
-    energy_captured: float
-    gap: float
-    n_sweeps: int
 
 
 def estimate_gradient_svd(
@@ -134,7 +102,8 @@ def estimate_gradient_svd(
     -------
     dict of str to GradientSVD
         ``"<module>.weight"`` -> the triplets (float32, float64 for float64 layers) of
-        the mean gradient in ``(out, in)`` layout, for every target a backward reached.
+        the mean gradient in the weight's layout (``(in, out)`` for ``Conv1D``, else
+        ``(out, in)``), for every target a backward reached.
 
     Raises
     ------
@@ -207,9 +176,14 @@ def estimate_gradient_svd(
                "does not depend on them; they are left out of the result")
         warnings.warn(msg, UserWarning, stacklevel=2)
     return {
-        tap.name: GradientSVD(*sk.result(min(rank, *tap.shape)))
+        tap.name: _layout(tap, GradientSVD(*sk.result(min(rank, *tap.shape))))
         for tap, sk in zip(taps, sketches, strict=True) if tap.hit
     }
+
+
+def _layout(tap: LayerTap, res: GradientSVD) -> GradientSVD:
+    """The result in the weight's own layout (a Conv1D weight is stored (in, out))."""  # numpydoc ignore=PR01,RT01
+    return res.T if tap.transposed else res
 
 
 def _xp(tap: LayerTap) -> Any:

@@ -37,6 +37,7 @@ class LayerTap:
     GX: Any = None
     GtY: Any = None
     hit: bool = False
+    transposed: bool = False
     pending: list[Any] = field(default_factory=list)
 
     def start_sweep(self, X: torch.Tensor, Y: torch.Tensor) -> None:
@@ -122,7 +123,9 @@ def target_layers(model: torch.nn.Module, targets: Iterable[Any] | None) -> list
         if id(module) in seen:
             continue
         seen.add(id(module))
-        taps.append(LayerTap(f"{name}.weight", module, _shape(module, name), *_placement(module)))
+        tap = LayerTap(f"{name}.weight", module, _shape(module, name), *_placement(module))
+        tap.transposed = type(module).__name__ == "Conv1D"
+        taps.append(tap)
     if not taps:
         msg = "no target layers found: pass `targets=` (module names or modules)"
         raise ValueError(msg)

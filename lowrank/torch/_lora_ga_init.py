@@ -14,6 +14,7 @@ import torch
 
 from .._lib._validation import check_bool
 from ._layers import LoraPair, find_lora_pairs, unsupported_lora_layers
+from ._grad_svd_init import sketch_factors, stand_ins
 from ._lora_ga_checks import (
     check_base_weights,
     check_not_initialised,
@@ -71,7 +72,10 @@ def lora_ga_init_(
         (weight in (out, in) layout; tensors or modules with ``.weight``).
     grads : mapping or iterable of torch.Tensor
         From `estimate_gradients` (keyed by parameter name; names of the base model
-        before PEFT wrapping work too), or one gradient per tuple.
+        before PEFT wrapping work too), or one gradient per tuple. Or, in place of
+        every gradient, its `GradientSVD` from `estimate_gradient_svd` (estimated with
+        ``rank >= 2 r``): the factors then come from its top-2r triplets, and the
+        options ``svd``, ``n_oversamples``, ``n_power_iter`` are refused.
     rank : int, optional
         Expected LoRA rank; default: each layer's own.
     adapter : str, optional
@@ -154,9 +158,11 @@ def lora_ga_init_(
     if is_module:
         model = unwrap(model)
     pairs, glist = _pairs_and_grads(model, grads, adapter)
-    _check_pairs(pairs, glist, rank, check_ids=not is_module)
+    _check_pairs(pairs, stand_ins(glist), rank, check_ids=not is_module)
     ties = _check_ties(model, pairs, untie)
-    factors, infos = plan_factors(pairs, glist, rng, options)
+    # gradient SVDs (estimate_gradient_svd) carry the top 2r triplets LoRA-GA needs
+    sketched = sketch_factors(pairs, glist, rng, options)
+    factors, infos = sketched or plan_factors(pairs, glist, rng, options)
     before = model_outputs_close(model, check_inputs, None)
     with restore_on_failure(pairs):
         pairs = untie_(pairs, ties) if ties else pairs
