@@ -58,6 +58,10 @@ class Operator:
         """Raise ValueError if the next product is not finite (see ``_checked``)."""
         self._counter[1] = 1
 
+    def pending_check(self) -> bool:
+        """Whether ``a`` still has to be checked for NaN/Inf (``check_first_product``)."""  # numpydoc ignore=RT01
+        return bool(self._counter[1])
+
     def _checked(self, y: Any) -> Any:
         """NaN/Inf check of ``a`` for free: a product of ``a`` with a Gaussian matrix is
         non-finite (with probability one) iff ``a`` has a NaN or Inf (or overflows)."""  # numpydoc ignore=PR01,RT01
