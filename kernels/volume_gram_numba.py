@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from ._jit import njit
+from ._jit import njit, slp_vectorizer
 from ._threads import n_workers, parallel_for
 
 # G_jj in (lo, hi): no product overflowed, and gradual underflow (≤ 2^-150 resp.
@@ -31,7 +31,7 @@ from ._threads import n_workers, parallel_for
 _SAFE = {np.dtype(np.float32): (1e-30, 1e30), np.dtype(np.float64): (1e-280, 1e280)}
 _PROD_LO, _PROD_HI = 1e-290, 1e290  # partial products of R_jj in here: normal
 _EXP_MAX = 709.0  # math.exp overflows (OverflowError in plain Python) beyond ~709.78
-_SERIAL_ITEMS = 20_000  # k³-scaled work below which threads cost more than they save
+_SERIAL_FLOPS = 200_000  # batch·n·k² below which threads cost more than they save
 
 
 _LANES = 8  # matrices side by side: one 8-wide SIMD register per written-out lane row
@@ -45,15 +45,26 @@ def _load_lanes(g, b0, count, w, gdiag, bad, lo, hi):
     square under- or overflowed, or the matrix holds NaN/Inf.
     """
     k = g.shape[1]
+    f = w.reshape(w.size)
+    for lane in range(_LANES):
+        if lane < count:
+            gb = g[b0 + lane]
+            for i in range(k):
+                gi, x = gb[i], (i * k + i) * _LANES + lane
+                for m in range(i, k):
+                    f[x] = gi[m]
+                    x += _LANES
+        else:
+            for i in range(k):
+                x = (i * k + i) * _LANES + lane
+                f[x] = 1.0
+                for _ in range(i + 1, k):
+                    x += _LANES
+                    f[x] = 0.0
     for lane in range(_LANES):
         bad[lane] = False
         for i in range(k):
-            for m in range(i, k):
-                if lane < count:
-                    w[i * k + m, lane] = g[b0 + lane, i, m]
-                else:
-                    w[i * k + m, lane] = 1.0 if m == i else 0.0
-            d = w[i * k + i, lane]
+            d = f[(i * k + i) * _LANES + lane]
             gdiag[i, lane] = d
             if not lo < d < hi:
                 bad[lane] = True
@@ -72,6 +83,7 @@ def _cholesky_lanes(w, k, diag, inv, bad, lo, hi):
     (lo, hi) (rank deficiency, breakdown, NaN) sets ``bad[l]`` and is replaced by 1 so
     the other lanes carry on.
     """
+    f = w.reshape(w.size)
     for j in range(k):
         piv = w[j * k + j]
         for lane in range(_LANES):
@@ -94,12 +106,17 @@ def _cholesky_lanes(w, k, diag, inv, bad, lo, hi):
         for i in range(j + 1, k):
             c = w[j * k + i]
             c0, c1, c2, c3, c4, c5, c6, c7 = c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
-            for m in range(i, k):
-                x, y = w[i * k + m], w[j * k + m]
-                x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7] = (
-                    x[0] - c0 * y[0], x[1] - c1 * y[1], x[2] - c2 * y[2], x[3] - c3 * y[3],
-                    x[4] - c4 * y[4], x[5] - c5 * y[5], x[6] - c6 * y[6], x[7] - c7 * y[7],
+            # rows i and j from column i on, by flat offsets (row views cost more here)
+            x, y = (i * k + i) * _LANES, (j * k + i) * _LANES
+            for _ in range(i, k):
+                f[x], f[x + 1], f[x + 2], f[x + 3], f[x + 4], f[x + 5], f[x + 6], f[x + 7] = (
+                    f[x] - c0 * f[y], f[x + 1] - c1 * f[y + 1],
+                    f[x + 2] - c2 * f[y + 2], f[x + 3] - c3 * f[y + 3],
+                    f[x + 4] - c4 * f[y + 4], f[x + 5] - c5 * f[y + 5],
+                    f[x + 6] - c6 * f[y + 6], f[x + 7] - c7 * f[y + 7],
                 )
+                x += _LANES
+                y += _LANES
 
 
 @njit
@@ -201,26 +218,34 @@ def acceptance_limit(n, k):
     return 2.0 * n * k / (n + k + 1)
 
 
+def _gram_chunk(first, stop, a, out, ok, take_log, limit):
+    """Blocks first..stop-1 of 8 matrices: their Gram products, then the checked Cholesky."""
+    lo_b, hi_b = first * _LANES, min(stop * _LANES, a.shape[0])
+    part = a[lo_b:hi_b]
+    # over/underflow in aᵀa is expected and caught by the range test on G_jj (and under
+    # NUMBA_DISABLE_JIT=1 the kernel's NumPy scalars would warn on it too); errstate is
+    # per thread, hence here
+    with np.errstate(all="ignore"):
+        g = np.matmul(np.swapaxes(part, -1, -2), part)  # aᵀa: NumPy hands it to BLAS syrk
+        lo, hi = _SAFE[g.dtype]
+        _gram_range(0, stop - first, g, out[lo_b:hi_b], ok[lo_b:hi_b], take_log, limit, lo, hi)
+
+
 def gram_log_volume(a, out, ok, take_log=True):
     """(Log) volumes of a[b] (a: (batch, n, k), n > k >= 1) through the guarded Gram route.
 
     ``a`` is float32 or float64, any strides; ``out`` (batch,) receives the results of
     the accepted matrices, ``ok`` (batch, bool) says which: the others (ill-conditioned,
     non-finite, out of range) are left to the caller's QR. The Gram product runs in
-    ``a``'s precision (BLAS, one product per matrix), the Cholesky in float64.
-    Performs no input validation.
+    ``a``'s precision (BLAS, one product per matrix), the Cholesky in float64. Large
+    batches run in chunks on the kernel thread pool, Gram products included (NumPy
+    releases the GIL in them). Performs no input validation.
     """
     batch, n, k = a.shape
-    if batch == 0:
-        return
-    # over/underflow in aᵀa is expected and caught by the range test on G_jj (and
-    # under NUMBA_DISABLE_JIT=1 the kernel's NumPy scalars would warn on it too)
-    with np.errstate(all="ignore"):
-        g = np.matmul(np.swapaxes(a, -1, -2), a)  # aᵀa: NumPy hands it to BLAS syrk
-        lo, hi = _SAFE[g.dtype]
-        args = (g, out, ok, bool(take_log), acceptance_limit(n, k), lo, hi)
-        n_blocks = (batch + _LANES - 1) // _LANES
-        if batch * k**3 < _SERIAL_ITEMS:
-            _gram_range(0, n_blocks, *args)
+    n_blocks = (batch + _LANES - 1) // _LANES
+    args = (a, out, ok, bool(take_log), acceptance_limit(n, k))
+    with slp_vectorizer():
+        if batch * n * k * k < _SERIAL_FLOPS:
+            _gram_chunk(0, n_blocks, *args)
         else:
-            parallel_for(_gram_range, n_blocks, *args, n_chunks=min(n_blocks, 4 * n_workers()))
+            parallel_for(_gram_chunk, n_blocks, *args, n_chunks=min(n_blocks, 4 * n_workers()))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
+
+import numpy as np
 
 from ._agnostic import _volume as _ag
 from ._agnostic._linalg import conj_transpose as _conj_transpose
@@ -45,9 +48,8 @@ def _result_dtype(work: Any, out_dtype: Any, xp: Any) -> Any:
     return _ag.real_dtype(work.dtype, xp)
 
 
-def _use_kernel(a: Any, xp: Any) -> Any:
-    """The compiled kernel for ``a``, or None (fallback: array-API QR)."""  # numpydoc ignore=PR01,RT01
-    family = kernel_backend(xp)
+def _use_kernel(a: Any, xp: Any, family: str | None) -> Any:
+    """The compiled QR kernel for ``a``, or None (fallback: array-API QR)."""  # numpydoc ignore=PR01,RT01
     n, k = a.shape[-2], a.shape[-1]
     if family is None or a.dtype not in (xp.float32, xp.float64):
         return None
@@ -56,43 +58,50 @@ def _use_kernel(a: Any, xp: Any) -> Any:
     return get_kernel("log_gram_volume", xp)
 
 
-def _use_gram(a: Any, xp: Any) -> Any:
-    """The guarded Gram-route kernel for ``a``, or None."""  # numpydoc ignore=PR01,RT01
+def _use_gram(a: Any, family: str | None) -> Any:
+    """The guarded Gram-route kernel for ``a`` (NumPy float32/float64), or None."""  # numpydoc ignore=PR01,RT01
     n, k = a.shape[-2], a.shape[-1]
-    if kernel_backend(xp) != "numba" or a.dtype not in (xp.float32, xp.float64):
+    if family != "numba" or a.dtype not in (np.float32, np.float64):
         return None
     if not (_GRAM_K[0] <= k <= _GRAM_K[1] and n >= _GRAM_MIN_RATIO * k
             and n * k >= _GRAM_MIN_NK):
         return None
-    return get_kernel("gram_log_volume", xp)
+    return _numba_kernel("gram_log_volume")
 
 
-def _gram_then_qr(gram: Any, a: Any, out: Any, log: bool, xp: Any) -> None:
-    """Gram route for the whole batch, QR (kernel or LAPACK) for what it rejects."""  # numpydoc ignore=PR01
-    ok = xp.empty(out.shape, dtype=xp.bool)
-    gram(a, out, ok, log)
-    if bool(xp.all(ok)):
-        return
-    redo = xp.nonzero(~ok)[0]
-    sub = xp.take(a, redo, axis=0)
-    kernel = _use_kernel(sub, xp)
-    if kernel is not None:
-        part = xp.empty(redo.shape, dtype=out.dtype)
-        kernel(sub, part, log)
-    else:
-        part = _ag.log_gram_volume(sub, xp) if log else _ag.gram_volume(sub, xp)
-    out[redo] = part
+@functools.cache
+def _numba_kernel(op: str) -> Any:
+    """get_kernel(op) for NumPy once kernels are on (the lookup costs as much as a 64×8 volume)."""  # numpydoc ignore=PR01,RT01
+    return get_kernel(op, np)
 
 
-def _run_kernel(kernel: Any, gram: Any, a: Any, log: bool, check_finite: bool, xp: Any) -> Any:
-    """Run the Gram route or the QR kernel on a (batch, n, k) view."""  # numpydoc ignore=PR01,RT01
+def _run_gram(gram: Any, a: Any, log: bool, check_finite: bool) -> Any:
+    """Gram route on a NumPy (..., n, k) array; QR (kernel or LAPACK) for what it rejects."""  # numpydoc ignore=PR01,RT01
+    flat = a.reshape(-1, *a.shape[-2:])  # NumPy only: plain methods, no wrapper overhead
+    out = np.empty(flat.shape[0], dtype=a.dtype)
+    ok = np.empty(flat.shape[0], dtype=bool)
+    gram(flat, out, ok, log)
+    if not ok.all():
+        redo = np.flatnonzero(~ok)
+        sub = flat[redo]
+        kernel = _use_kernel(sub, np, "numba")
+        if kernel is not None:
+            part = np.empty(redo.shape, dtype=out.dtype)
+            kernel(sub, part, log)
+        else:
+            part = _ag.log_gram_volume(sub, np) if log else _ag.gram_volume(sub, np)
+        out[redo] = part
+    # rejected NaN/Inf matrices come back NaN from QR (see _run_kernel)
+    if check_finite and np.isnan(out).any():
+        _check_finite(a, "a", np)
+    return out.reshape(a.shape[:-2])
+
+
+def _run_kernel(kernel: Any, a: Any, log: bool, check_finite: bool, xp: Any) -> Any:
+    """Launch the batched kernel on a (batch, n, k) view (copies only if needed)."""  # numpydoc ignore=PR01,RT01
     batch, (n, k) = a.shape[:-2], a.shape[-2:]
     out = xp.empty((math.prod(batch),), dtype=a.dtype, device=_compat.device(a))
-    flat = xp.reshape(a, (-1, n, k))
-    if gram is not None:
-        _gram_then_qr(gram, flat, out, log, xp)
-    else:
-        kernel(flat, out, log)
+    kernel(xp.reshape(a, (-1, n, k)), out, log)
     # The kernels turn any NaN/Inf entry into a NaN result: checking the (much smaller)
     # output replaces a full extra pass over the input.
     if check_finite and bool(xp.any(xp.isnan(out))):
@@ -108,9 +117,13 @@ def _volume(a: Any, xp: Any, *, log: bool, check_finite: bool) -> Any:
     check_matrix(a, "a")
     check_finite = check_bool(check_finite, "check_finite")
     work, out_dtype = to_floating(a, "a", xp)
-    kernel, gram = _use_kernel(work, xp), _use_gram(work, xp)
-    if kernel is not None or gram is not None:
-        result = _run_kernel(kernel, gram, work, log, check_finite, xp)
+    family = kernel_backend(xp)
+    gram = _use_gram(work, family)
+    kernel = None if gram is not None else _use_kernel(work, xp, family)
+    if gram is not None:
+        result = _run_gram(gram, work, log, check_finite)
+    elif kernel is not None:
+        result = _run_kernel(kernel, work, log, check_finite, xp)
     else:
         if check_finite:
             _check_finite(work, "a", xp)

@@ -115,7 +115,7 @@ def test_parallel_path_matches_serial(monkeypatch):
     a = np.random.default_rng(10).standard_normal((45, 20, 4))
     a[3] = matrix_with_spectrum(20, 4, [1, 1e-2, 1e-4, 1e-6], seed=1)  # rejected inside a block
     serial = run(a)
-    monkeypatch.setattr(volume_gram_numba, "_SERIAL_ITEMS", 0)
+    monkeypatch.setattr(volume_gram_numba, "_SERIAL_FLOPS", 0)
     monkeypatch.setattr(volume_gram_numba, "n_workers", lambda: 64)
     parallel = run(a)
     np.testing.assert_array_equal(parallel[1], serial[1])
