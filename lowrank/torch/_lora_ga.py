@@ -7,6 +7,7 @@ layers, streams gradients and applies the factors and the base-weight offset.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -53,11 +54,16 @@ def estimate_gradients(
     becomes its accumulator (no zero-filled copy up front), so the extra memory is one
     gradient per target plus the one being folded, which is what PEFT's own estimation
     (gradients left in ``.grad``) holds at its peak. Only the returned accumulators stay
-    allocated. Other parameters are frozen during estimation; every ``requires_grad``
-    flag, the targets' existing ``.grad`` and every module's train/eval mode are
-    restored afterwards (batches run in train mode). Batches are counted here (not hook
-    calls), so modules used twice per forward are handled. Works with gradient
-    checkpointing (non-reentrant, or reentrant with inputs that require grad).
+    allocated. A target that no backward reaches (a layer the loss does not use, such as
+    an unused pooler) gets no gradient and no buffer: it is left out of the result and a
+    ``UserWarning`` names it (`lora_ga_init_` then leaves that layer as it is). Other
+    parameters are frozen during estimation; every ``requires_grad`` flag, the targets'
+    existing ``.grad`` and every module's train/eval mode are restored afterwards
+    (batches run in train mode). Batches are counted here (not hook calls), so modules
+    used twice per forward are handled. Works with gradient checkpointing
+    (non-reentrant, or reentrant with inputs that require grad). A plain
+    LoRA branch with ``B = 0`` (PEFT's default init) adds exact zeros to the outputs and
+    gradients, so it is bypassed during estimation (it would only add temporaries).
 
     Shared weights: by default the targets are the base weights of the LoRA layers; one
     shared with another module (a LoRA layer on ``lm_head``/the MLM decoder, tied to
@@ -95,7 +101,8 @@ def estimate_gradients(
     Returns
     -------
     dict of str to torch.Tensor
-        Parameter name -> mean gradient, in the parameter's own layout.
+        Parameter name -> mean gradient, in the parameter's own layout, for every target
+        that received a gradient.
 
     Raises
     ------
@@ -105,6 +112,11 @@ def estimate_gradients(
         If a target weight is quantized or not floating (no gradient can be formed).
     RuntimeError
         If no gradient reaches any target (e.g. a loss without a graph).
+
+    Warns
+    -----
+    UserWarning
+        If some targets received no gradient (named; they are not returned).
 
     Examples
     --------
@@ -129,14 +141,19 @@ def estimate_gradients(
         finally:
             for h in hooks:
                 h.remove()
-    _check_hits(accum, n_batches)
-    sums = {
-        n: torch.zeros_like(leaves[n], dtype=dtype) if a is None else a for n, a in accum.items()
-    }
-    del accum
+    del hooks  # their closures hold `accum`: nothing but the result may outlive the call
     if distributed():
-        n_batches = all_reduce_sums(list(sums.values()), n_batches)
+        shapes = {n: (tuple(p.shape), p.device) for n, p in leaves.items()}
+        sums, n_batches = all_reduce_sums(accum, shapes, dtype, n_batches)
         _check_batches(n_batches)
+        if not sums:  # no rank's backward reached any target
+            _check_hits(dict.fromkeys(accum), n_batches)
+    else:
+        _check_hits(accum, n_batches)
+        sums = {n: a for n, a in accum.items() if a is not None}
+    del leaves
+    _warn_missed([n for n, a in accum.items() if a is None and n not in sums])
+    del accum
     for acc in sums.values():
         acc.div_(n_batches)
     return sums
@@ -156,8 +173,11 @@ def _estimation_state(
     modes = [(m, m.training) for m in model.modules()]
     grads = [(p, p.grad) for p in params.values()]
     swaps = _per_use_leaves(model, params) if per_use else []
+    bypassed = _zero_branches(model)
     leaves = dict(params)
     try:
+        for layer in bypassed:
+            layer._disable_adapters = True
         for p, _ in flags:
             p.requires_grad_(False)
         for base, _, leaf, name, old_name in swaps:
@@ -170,6 +190,8 @@ def _estimation_state(
         model.train()
         yield leaves
     finally:
+        for layer in bypassed:
+            layer._disable_adapters = False
         for base, original, _, _, _ in swaps:
             base.weight = original
         for p, flag in flags:
@@ -178,6 +200,31 @@ def _estimation_state(
             p.grad = g
         for m, mode in modes:
             m.training = mode
+
+
+def _zero_branches(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Enabled, unmerged LoRA layers whose active adapters are plain LoRA with ``B = 0``.
+
+    Such a branch adds exact zeros to the output and to the input's gradient, so running
+    the base layer alone gives the same gradients without the branch's temporaries
+    (PEFT's own LoRA-GA estimates on the unwrapped model for the same reason).
+    """  # numpydoc ignore=PR01,RT01
+    layers = []
+    for module in {id(p.module): p.module for p in find_lora_pairs(model)}.values():
+        if getattr(module, "_disable_adapters", True) or getattr(module, "merged_adapters", 1):
+            continue
+        active = [a for a in getattr(module, "active_adapters", ()) if a in module.lora_B]
+        variants = getattr(module, "lora_variant", {})
+        dora = getattr(module, "use_dora", {})  # PEFT versions before lora_variant
+        plain = all(a not in variants and not dora.get(a) for a in active)
+        if active and plain and all(_is_zero(module.lora_B[a]) for a in active):
+            layers.append(module)
+    return layers
+
+
+def _is_zero(layer: torch.nn.Module) -> bool:
+    """True when every parameter of `layer` (weight, bias) is exactly zero."""  # numpydoc ignore=PR01,RT01
+    return all(not bool(p.detach().any()) for p in layer.parameters())
 
 
 def _per_use_leaves(model: torch.nn.Module, params: dict[str, torch.nn.Parameter]) -> list[Any]:
@@ -259,6 +306,19 @@ def _progress_bar(batches: Iterable[Any], progress: bool) -> Iterable[Any]:
         return batches
     total = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
     return tqdm(batches, total=total, desc="LoRA-GA gradients", unit="batch")
+
+
+def _warn_missed(missed: list[str]) -> None:
+    """Warn, by name, about targets that no backward reached (they are left out)."""  # numpydoc ignore=PR01
+    if missed:
+        shown = ", ".join(repr(n) for n in missed[:5])
+        more = f" and {len(missed) - 5} more" if len(missed) > 5 else ""
+        msg = (
+            f"no gradient reached {len(missed)} target weight(s) ({shown}{more}): the loss "
+            "does not depend on them, so they are left out of the result (no zero "
+            "gradient is returned); leave them out of `targets`/target_modules"
+        )
+        warnings.warn(msg, UserWarning, stacklevel=3)
 
 
 def _check_hits(accum: dict[str, Any], n_batches: int) -> None:

@@ -29,12 +29,32 @@ def distributed() -> bool:
     return bool(dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
 
 
-def all_reduce_sums(sums: list[torch.Tensor], n_local: int) -> int:
-    """Sum `sums` in place over all ranks; return the global batch count."""  # numpydoc ignore=PR01,RT01
+def all_reduce_sums(
+    accum: dict[str, torch.Tensor | None],
+    shapes: dict[str, tuple[tuple[int, ...], torch.device]],
+    dtype: torch.dtype,
+    n_local: int,
+) -> tuple[dict[str, torch.Tensor], int]:
+    """Sum the per-rank sums over all ranks; return them and the global batch count.
+
+    One collective first sums the batch counts and, per target, whether this rank's
+    backward reached it; a target no rank reached is left out (as on one process). A
+    target reached on some ranks only needs a zero sum on the others for the collective.
+    Every rank holds the same targets in the same order.
+    """  # numpydoc ignore=PR01,RT01
     dist = torch.distributed
-    device = sums[0].device if sums else torch.device("cpu")
-    count = torch.tensor([n_local], dtype=torch.int64, device=device)
-    dist.all_reduce(count)
-    for s in sums:
-        dist.all_reduce(s)
-    return int(count.item())
+    names = list(accum)
+    first = next((a for a in accum.values() if a is not None), None)
+    device = first.device if first is not None else next(iter(shapes.values()))[1]
+    hits = [0 if accum[n] is None else 1 for n in names]
+    counts = torch.tensor([n_local, *hits], dtype=torch.int64, device=device)
+    dist.all_reduce(counts)
+    reached = counts[1:].tolist()
+    sums = {}
+    for name, hit in zip(names, reached, strict=True):
+        if hit:
+            shape, dev = shapes[name]
+            acc = accum[name]
+            sums[name] = torch.zeros(shape, dtype=dtype, device=dev) if acc is None else acc
+            dist.all_reduce(sums[name])
+    return sums, int(counts[0].item())

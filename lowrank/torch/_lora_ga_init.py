@@ -7,6 +7,7 @@ Any failure after the first write restores every touched tensor bit for bit.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -129,15 +130,20 @@ def lora_ga_init_(
     TypeError
         If an option is unknown, or a base weight is quantized or not floating.
     ValueError
-        If a gradient is missing, misshaped or not finite, `rank` disagrees with a
-        layer, ``2 r > min(out, in)``, a weight is shared (without `untie`), an
-        adapter was initialised already or is merged, an embedding/convolution LoRA
+        If `grads` has a gradient for none of the layers, a gradient is misshaped or
+        not finite, `rank` disagrees with a layer, ``2 r > min(out, in)``, a weight
+        is shared (without `untie`), an adapter was initialised already or is
+        merged, an embedding/convolution LoRA
         layer is targeted, or the outputs changed. The model is then unchanged.
 
     Warns
     -----
     UserWarning
-        If a bf16/fp16 weight gets an offset with a larger largest entry than its own.
+        If a bf16/fp16 weight gets an offset with a larger largest entry than its own,
+        or if `grads` (a mapping) has no gradient for some LoRA layers: those layers
+        are named and left as they are (a layer that no backward reaches, such as an
+        unused pooler, gets no entry from `estimate_gradients`; with PEFT's default
+        ``B = 0`` it keeps the model's function and is not marked as initialised).
 
     Examples
     --------
@@ -192,13 +198,40 @@ def _pairs_and_grads(
         check_base_weights(pairs)
         check_ranks(pairs)
         check_not_initialised(pairs)
-        return pairs, [grad_for_pair(model, pair, grads) for pair in pairs]
+        return _with_gradients(model, pairs, grads)
     pairs = [_explicit_pair(i, t) for i, t in enumerate(model)]
     glist = list(grads.values()) if isinstance(grads, Mapping) else list(grads)
     if len(glist) != len(pairs):
         msg = f"`grads` must hold one gradient per tuple: {len(pairs)} tuples, {len(glist)} grads"
         raise ValueError(msg)
     return pairs, glist
+
+
+def _with_gradients(
+    model: torch.nn.Module, pairs: list[LoraPair], grads: Mapping[str, Any]
+) -> tuple[list[LoraPair], list[Any]]:
+    """The pairs that `grads` has a gradient for, with it; warn about the others.
+
+    A layer the loss never reaches (an unused pooler) gets no entry from
+    `estimate_gradients`; it keeps its current adapter (PEFT's default init: B = 0, no
+    offset, the model's function unchanged). No gradient for any layer is an error.
+    """  # numpydoc ignore=PR01,RT01
+    found = [(pair, grad_for_pair(model, pair, grads, required=False)) for pair in pairs]
+    kept = [(pair, g) for pair, g in found if g is not None]
+    if not kept:
+        grad_for_pair(model, pairs[0], grads)  # raises, naming the keys it looked for
+    missing = [pair.name for pair, g in found if g is None]
+    if missing:
+        shown = ", ".join(repr(n) for n in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        msg = (
+            f"`grads` has no gradient for {len(missing)} LoRA layer(s) ({shown}{more}); "
+            "they are left as they are (not LoRA-GA initialised, no offset): the loss "
+            "does not reach them if estimate_gradients warned about them, else check "
+            "the keys of `grads`"
+        )
+        warnings.warn(msg, UserWarning, stacklevel=4)
+    return [pair for pair, _ in kept], [g for _, g in kept]
 
 
 def _explicit_pair(i: int, item: Any) -> LoraPair:

@@ -192,7 +192,8 @@ def export_lora_adapter(
     ``W_res + s B A = W + s [B, -B0] [A; A0]``: the exported adapter has
     ``lora_A = [A; A0]`` and ``lora_B = [B, -B0]``, rank ``2r`` and ``lora_alpha``
     adjusted (×2, or ×√2 under rsLoRA) so the scaling is unchanged — PEFT's own
-    conversion. Stock ``PeftModel.from_pretrained(base, path)`` loads it.
+    conversion. Stock ``PeftModel.from_pretrained(base, path)`` loads it. Layers
+    without LoRA-GA state (left out of the init) are zero-padded to rank ``2r``.
 
     Parameters
     ----------
@@ -216,6 +217,7 @@ def export_lora_adapter(
 
     config = _doubled_config(model.peft_config[adapter])
     tensors = get_peft_model_state_dict(model, adapter_name=adapter)
+    done = set()
     for name, init in state.items():
         module = name[: -len(adapter) - 1] if name.endswith(f".{adapter}") else None
         key_A, key_B = f"{module}.lora_A.weight", f"{module}.lora_B.weight"
@@ -225,12 +227,23 @@ def export_lora_adapter(
         A, B = tensors[key_A], tensors[key_B]
         tensors[key_A] = torch.cat([A, init.A.to(A)], dim=0).contiguous()
         tensors[key_B] = torch.cat([B, -init.B.to(B)], dim=1).contiguous()
+        done.add(key_A)
+    _pad_uninitialised(tensors, done)
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(os.fspath(folder))
     save_file(tensors, os.fspath(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
     info = {"exported_from": "lowrank LoRA-GA", "layers": sorted(state)}
     (folder / "lowrank_lora_ga.json").write_text(json.dumps(info), encoding="utf-8")
+
+
+def _pad_uninitialised(tensors: dict[str, torch.Tensor], done: set[str]) -> None:
+    """Zero-pad layers without LoRA-GA state to rank 2r: ``[A; 0]``, ``[B, 0]``, same B A."""  # numpydoc ignore=PR01
+    for key_A in [k for k in tensors if k.endswith(".lora_A.weight") and k not in done]:
+        key_B = f"{key_A[: -len('lora_A.weight')]}lora_B.weight"
+        A, B = tensors[key_A], tensors[key_B]
+        tensors[key_A] = torch.cat([A, torch.zeros_like(A)], dim=0).contiguous()
+        tensors[key_B] = torch.cat([B, torch.zeros_like(B)], dim=1).contiguous()
 
 
 def _doubled_config(config: Any) -> Any:

@@ -103,8 +103,13 @@ def _normalise(name: str) -> str:
     return name.replace(".base_layer.", ".")
 
 
-def grad_for_pair(model: torch.nn.Module, pair: LoraPair, grads: Mapping[str, Any]) -> Any:
-    """The (out, in) gradient of a pair's base weight from an `estimate_gradients` dict."""  # numpydoc ignore=PR01,RT01
+def grad_for_pair(
+    model: torch.nn.Module, pair: LoraPair, grads: Mapping[str, Any], required: bool = True
+) -> Any:
+    """The (out, in) gradient of a pair's base weight from an `estimate_gradients` dict.
+
+    A missing gradient raises, or gives None when not `required`.
+    """  # numpydoc ignore=PR01,RT01
     names = [n for n, p in model.named_parameters(remove_duplicate=False) if p is pair.weight]
     own = [n for n, m in model.named_modules() if m is getattr(pair.module, "base_layer", None)]
     own_names = [f"{n}.weight" for n in own]  # the layer's own name first (tied weights)
@@ -114,6 +119,8 @@ def grad_for_pair(model: torch.nn.Module, pair: LoraPair, grads: Mapping[str, An
         g = grads.get(n, by_norm.get(_normalise(n)))
         if g is not None:
             return g.T if pair.fan_in_fan_out else g
+    if not required:
+        return None
     msg = f"no gradient for the base weight of LoRA layer {pair.name!r} (looked for {names})"
     raise ValueError(msg)
 
@@ -159,10 +166,35 @@ def _outputs(model: torch.nn.Module, inputs: Any) -> torch.Tensor:
     model.eval()
     try:
         with torch.no_grad():
-            return forward(model, inputs, False).detach().clone()
+            return _flat(forward(model, inputs, False)).clone()
     finally:
         for m, mode in modes:
             m.training = mode
+
+
+def _flat(out: Any) -> torch.Tensor:
+    """One detached tensor from a model output: itself, or its floating tensors flattened.
+
+    Tuples, lists and mappings (``ModelOutput`` without ``logits``) are walked in order.
+    """  # numpydoc ignore=PR01,RT01
+    if isinstance(out, torch.Tensor):
+        return out.detach()
+    items = out.values() if isinstance(out, Mapping) else out
+    if isinstance(items, (tuple, list)) or isinstance(out, Mapping):
+        parts = [t.reshape(-1) for t in map(_flat_or_none, items) if t is not None]
+        if parts:
+            return torch.cat(parts)
+    msg = f"the model's output on `check_inputs` holds no floating tensor ({type(out).__name__})"
+    raise TypeError(msg)
+
+
+def _flat_or_none(out: Any) -> torch.Tensor | None:
+    """`_flat` of a floating part, None for anything else."""  # numpydoc ignore=PR01,RT01
+    try:
+        t = _flat(out)
+    except TypeError:
+        return None
+    return t if t.is_floating_point() else None
 
 
 def _low_precision(model: torch.nn.Module) -> list[torch.Tensor]:
