@@ -10,11 +10,12 @@ first use. The PyTorch/PEFT utilities live in ``lowrank.torch``.
 
 from __future__ import annotations
 
-from . import _cr, _lora_ga, _lora_pro, _randomized, _svd, _svd_approx, _volume
+from . import _cr, _lora_ga, _lora_one, _lora_pro, _randomized, _svd, _svd_approx, _volume
 from ._config import config_context as config_context
 from ._config import get_config as get_config
 from ._cr import *  # noqa: F403
 from ._lora_ga import *  # noqa: F403
+from ._lora_one import *  # noqa: F403
 from ._lora_pro import *  # noqa: F403
 from ._randomized import *  # noqa: F403
 from ._svd import *  # noqa: F403
@@ -30,6 +31,7 @@ __all__ = sorted(
         "get_config",
         *_cr.__all__,
         *_lora_ga.__all__,
+        *_lora_one.__all__,
         *_lora_pro.__all__,
         *_randomized.__all__,
         *_svd.__all__,

@@ -19,6 +19,7 @@ from ._grad_svd import estimate_gradient_svd as estimate_gradient_svd
 from ._layers import LoraPair as LoraPair
 from ._layers import find_lora_pairs as find_lora_pairs
 from ._lora_ga import *  # noqa: F403
+from ._lora_one import lora_one_init_ as lora_one_init_
 from ._lora_pro import *  # noqa: F403
 from ._trainer import lora_ga_init_trainer_ as lora_ga_init_trainer_
 
@@ -29,6 +30,7 @@ __all__ = sorted(
         "estimate_gradient_svd",
         "find_lora_pairs",
         "lora_ga_init_trainer_",
+        "lora_one_init_",
         *_lora_ga.__all__,
         *_lora_pro.__all__,
     }
