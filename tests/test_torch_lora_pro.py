@@ -378,3 +378,247 @@ def test_lora_ga_plus_lora_pro_tracks_full_fine_tuning(one_thread):
         gap_lora = tracking_gap(runs["LoRA"], full)
         assert gap_pro < 0.5 * gap_lora, (optimizer, gap_pro, gap_lora)
         assert runs[pro][-1] < runs["LoRA"][-1]
+
+
+# --- the stacked optimizer against a per-layer reference -------------------------------
+
+# (out, in, r): three shapes of rank 3 (two layers share one shape), one of rank 2
+SHAPES = [(8, 12, 3), (8, 12, 3), (20, 12, 3), (8, 30, 3), (10, 6, 2), (10, 6, 2), (20, 12, 3)]
+N_STEPS = 4
+
+
+def present(k, i):
+    """Which of (A, B) of pair i have a gradient at step k."""
+    if i in (2, 4) and k == 1:
+        return False, False  # skipped once: its step count lags pair 5's (same stack)
+    if i == 3 and k == 2:
+        return True, False
+    if i == 5 and k == 0:
+        return False, True
+    return True, True
+
+
+def make_problem(seed=0):
+    """Explicit float64 pairs with varied scalings, a plain parameter, and three param groups
+    (one pair split across two of them; Adam eps large: see `test_stacked_step_...`)."""
+    g = torch.Generator().manual_seed(seed)
+    pairs = []
+    for i, (out, n_in, r) in enumerate(SHAPES):
+        A = torch.randn(r, n_in, generator=g, dtype=torch.float64) / n_in**0.5
+        B = torch.randn(out, r, generator=g, dtype=torch.float64) / r**0.5
+        pairs.append((torch.nn.Parameter(A), torch.nn.Parameter(B), 0.5 + 0.25 * i))
+    extra = torch.nn.Parameter(torch.randn(5, 4, generator=g, dtype=torch.float64))
+    (A0, B0, _), (A1, B1, _), *rest = pairs
+    hyper = [
+        {"lr": 1e-2, "weight_decay": 0.1, "betas": (0.9, 0.999), "eps": 0.5},
+        {"lr": 3e-3, "weight_decay": 0.02, "betas": (0.8, 0.99), "eps": 1.0},
+    ]
+    groups = [
+        {"params": [A0, B0, A1, *(t for A, B, _ in rest[:2] for t in (A, B))], **hyper[0]},
+        {"params": [B1, *(t for A, B, _ in rest[2:] for t in (A, B)), extra], **hyper[1]},
+    ]
+    return pairs, extra, groups
+
+
+def set_grads(pairs, extra, k):
+    """LoRA gradients gA = s BᵀG, gB = s G Aᵀ of a seeded full gradient G (None if absent)."""
+    g = torch.Generator().manual_seed(1000 + k)
+    for i, (A, B, s) in enumerate(pairs):
+        G = torch.randn(B.shape[0], A.shape[1], generator=g, dtype=torch.float64)
+        has_A, has_B = present(k, i)
+        A.grad = s * B.detach().T @ G if has_A else None
+        B.grad = s * G @ A.detach().T if has_B else None
+    extra.grad = torch.randn(extra.shape, generator=g, dtype=torch.float64)
+
+
+def adam_direction(st, g, h):
+    """Textbook Adam direction m̂ / (sqrt(v̂) + eps), updating the state dict ``st``."""
+    b1, b2 = h["betas"]
+    st["t"] += 1
+    st["m"] = b1 * st["m"] + (1 - b1) * g
+    st["v"] = b2 * st["v"] + (1 - b2) * g * g
+    t = st["t"]
+    return (st["m"] / (1 - b1**t)) / ((st["v"] / (1 - b2**t)).sqrt() + h["eps"])
+
+
+def reference_run(mode, wd_to, max_norm=None, gauge="sylvester"):
+    """Per-layer LoRAProAdamW: lowrank.lora_pro_adjust / equivalent_gradient on each pair,
+    then AdamW per tensor (decay before the step, toward the initial value for "init")."""
+    pairs, extra, groups = make_problem()
+    hyper = {id(t): g for g in groups for t in g["params"]}
+    init = {id(t): t.detach().clone() for A, B, _ in pairs for t in (A, B)}
+    state = collections.defaultdict(lambda: {"t": 0, "m": 0.0, "v": 0.0})
+
+    def update(t, direction):
+        h = hyper[id(t)]
+        with torch.no_grad():
+            if id(t) in init and wd_to == "init":
+                t.sub_(h["lr"] * h["weight_decay"] * (t - init[id(t)]))
+            else:
+                t.mul_(1 - h["lr"] * h["weight_decay"])
+            t.sub_(h["lr"] * direction)
+
+    for k in range(N_STEPS):
+        set_grads(pairs, extra, k)
+        grads = {}
+        for A, B, s in pairs:
+            if A.grad is None and B.grad is None:
+                continue
+            a, b = A.detach(), B.detach()
+            gA = torch.zeros_like(a) if A.grad is None else A.grad
+            gB = torch.zeros_like(b) if B.grad is None else B.grad
+            if mode == "efficient":
+                adj = lowrank.lora_pro_adjust(a, b, gA, gB, scaling=s, gauge=gauge)
+                grads[id(A)], grads[id(B)] = adj
+            else:
+                grads[id(A)] = lowrank.equivalent_gradient(a, b, gA, gB, scaling=s)
+        grads[id(extra)] = extra.grad
+        if max_norm is not None:
+            total = torch.sqrt(sum((g**2).sum() for g in grads.values()))
+            factor = min(1.0, max_norm / (float(total) + 1e-6))
+            grads = {key: g * factor for key, g in grads.items()}
+        for A, B, s in pairs:
+            if id(A) not in grads:
+                continue
+            if mode == "efficient":
+                update(A, adam_direction(state[id(A)], grads[id(A)], hyper[id(A)]))
+                update(B, adam_direction(state[id(B)], grads[id(B)], hyper[id(B)]))
+                continue
+            U = adam_direction(state[id(A)], grads[id(A)], hyper[id(A)])  # A's betas/eps
+            a, b = A.detach().clone(), B.detach().clone()
+            uA, uB = lowrank.lora_pro_adjust(a, b, s * b.T @ U, s * U @ a.T, scaling=s, gauge=gauge)
+            update(A, uA)
+            update(B, uB)
+        update(extra, adam_direction(state[id(extra)], grads[id(extra)], hyper[id(extra)]))
+    return pairs, extra, state
+
+
+def stacked_run(mode, wd_to, max_norm=None, gauge="sylvester", n_steps=N_STEPS):
+    pairs, extra, groups = make_problem()
+    opt = LoRAProAdamW(
+        groups, mode=mode, weight_decay_to=wd_to, max_grad_norm=max_norm, gauge=gauge, pairs=pairs
+    )
+    for k in range(n_steps):
+        set_grads(pairs, extra, k)
+        opt.step()
+    return pairs, extra, opt
+
+
+def assert_close_params(got, want):
+    # Rounding only: batched products sum in another order (eps times the r×r inverses'
+    # condition, < 1e2 here, and size); with Adam eps >= 0.5 the Adam map is 1-Lipschitz
+    # in the gradient, so these errors reach the parameters without amplification.
+    tol = 1e4 * torch.finfo(torch.float64).eps
+    for a, b in zip(got, want, strict=True):
+        a, b = a.detach(), b.detach()
+        assert float((a - b).abs().max()) <= tol * max(1.0, float(b.abs().max()))
+
+
+@pytest.mark.parametrize(
+    ("mode", "wd_to", "max_norm", "gauge"),
+    [
+        ("efficient", "init", None, "sylvester"),
+        ("efficient", "zero", 0.5, "symmetric"),
+        ("full", "init", None, "sylvester"),
+        ("full", "zero", 0.5, "zero"),
+    ],
+)
+def test_stacked_step_equals_the_per_layer_reference(mode, wd_to, max_norm, gauge, one_thread):
+    """Mixed shapes and ranks, pairs without a gradient or with one, pairs split across param
+    groups with other lr/decay/betas/eps, a plain parameter, clipping: all per layer."""
+    pairs, extra, opt = stacked_run(mode, wd_to, max_norm, gauge)
+    ref_pairs, ref_extra, ref_state = reference_run(mode, wd_to, max_norm, gauge)
+    assert_close_params(
+        [t for A, B, _ in pairs for t in (A, B)] + [extra],
+        [t for A, B, _ in ref_pairs for t in (A, B)] + [ref_extra],
+    )
+    assert opt.state[pairs[4][0]]["step"] == N_STEPS - 1  # skipped once
+    assert opt.state[pairs[5][0]]["step"] == N_STEPS
+    key = "exp_avg" if mode == "efficient" else "weight_exp_avg"
+    for (A, B, _), (rA, rB, _) in zip(pairs, ref_pairs, strict=True):
+        want = ref_state[id(rA)]["m"]
+        got = opt.state[A][key]
+        assert got.shape == want.shape
+        tol = 1e4 * torch.finfo(torch.float64).eps * float(want.abs().max())
+        assert float((got - want).abs().max()) <= tol
+        if mode == "efficient":
+            assert opt.state[B][key].shape == B.shape
+        else:
+            assert "exp_avg" not in opt.state[B]
+            assert "step" not in opt.state[B]
+
+
+@pytest.mark.parametrize("mode", ["efficient", "full"])
+def test_state_dict_round_trip_mid_training_continues_bitwise(mode, one_thread):
+    import io
+
+    pairs, extra, opt = stacked_run(mode, "init", n_steps=2)
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    key = "exp_avg" if mode == "efficient" else "weight_exp_avg"
+    saved = {id(A): opt.state[A][key].clone() for A, _, _ in pairs}
+    twin_pairs, twin_extra, groups = make_problem()
+    with torch.no_grad():
+        for (A, B, _), (tA, tB, _) in zip(pairs, twin_pairs, strict=True):
+            tA.copy_(A)
+            tB.copy_(B)
+        twin_extra.copy_(extra)
+    twin = LoRAProAdamW(groups, mode=mode, pairs=twin_pairs)
+    buffer.seek(0)
+    twin.load_state_dict(torch.load(buffer, weights_only=True))
+    for (A, _, _), (tA, _, _) in zip(pairs, twin_pairs, strict=True):
+        assert torch.equal(twin.state[tA][key], saved[id(A)])
+        assert torch.equal(twin.state[tA]["initial"], opt.state[A]["initial"])
+    for k in (2, 3):
+        for ps, ex, o in ((pairs, extra, opt), (twin_pairs, twin_extra, twin)):
+            set_grads(ps, ex, k)
+            o.step()
+    for (A, B, _), (tA, tB, _) in zip(pairs, twin_pairs, strict=True):
+        assert torch.equal(A, tA)
+        assert torch.equal(B, tB)
+        assert torch.equal(opt.state[A][key], twin.state[tA][key])
+    assert torch.equal(extra, twin_extra)
+
+
+def test_a_replaced_state_entry_is_used_by_the_next_step(one_thread):
+    """State entries are views into stacks; one replaced by user code must not be ignored."""
+    pairs, extra, opt = stacked_run("efficient", "zero", n_steps=2)
+    fresh_pairs, fresh_extra, groups = make_problem()
+    with torch.no_grad():
+        for (A, B, _), (fA, fB, _) in zip(pairs, fresh_pairs, strict=True):
+            fA.copy_(A)
+            fB.copy_(B)
+    fresh = LoRAProAdamW(groups, mode="efficient", weight_decay_to="zero", pairs=fresh_pairs)
+    A = pairs[0][0]
+    opt.state[A].update(step=0, exp_avg=torch.zeros_like(A), exp_avg_sq=torch.zeros_like(A))
+    for ps, ex, o in ((pairs, extra, opt), (fresh_pairs, fresh_extra, fresh)):
+        set_grads(ps, ex, 2)
+        o.step()
+    # the reset state makes A's step the first step of a fresh optimizer (pair 0's shape
+    # bucket also holds pair 1, so its adjustment is unchanged by the reset)
+    assert torch.allclose(A, fresh_pairs[0][0], rtol=0, atol=1e-14)
+    assert opt.state[A]["step"] == 1
+    assert not torch.allclose(pairs[1][0], fresh_pairs[1][0], rtol=0, atol=1e-6)
+
+
+def test_closure_is_evaluated_with_gradients_and_its_loss_returned():
+    model = peft_model()
+    twin = copy.deepcopy(model)
+    x, y = batch()
+    opt, opt2 = LoRAProAdamW(model, lr=1e-2), LoRAProAdamW(twin, lr=1e-2)
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn(model, x, y)
+        loss.backward()
+        return loss
+
+    for _ in range(2):
+        loss = opt.step(closure)
+        opt2.zero_grad()
+        want = loss_fn(twin, x, y)
+        want.backward()
+        opt2.step()
+        assert torch.equal(loss.detach(), want.detach())
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(a, b)

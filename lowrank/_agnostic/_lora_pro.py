@@ -88,14 +88,12 @@ def spectra_of_grams(S: Any, eps: float, damping: Any, xp: Any) -> GramSpectra:
     S = 0.5 * (S + _matT(S, xp))  # exact symmetry for eigh
     evals, Q = xp.linalg.eigh(S)
     evals = xp.maximum(evals, xp.zeros_like(evals))  # PSD: negatives are rounding
+    traces = xp.sum(evals, axis=-1, keepdims=True)  # [tr S_B, tr S_A]
+    # Both damped inverses in one pass over the stack: each is cut against the other trace.
+    f = _inverse_weights(evals, xp.flip(traces, axis=0), damping, eps, xp)
+    S_inv = (Q * f[..., None, :]) @ _matT(Q, xp)
     lam, mu, QB, QA = evals[0, ...], evals[1, ...], Q[0, ...], Q[1, ...]
-    tr_B = xp.sum(lam, axis=-1, keepdims=True)
-    tr_A = xp.sum(mu, axis=-1, keepdims=True)
-    fB = _inverse_weights(lam, tr_A, damping, eps, xp)
-    fA = _inverse_weights(mu, tr_B, damping, eps, xp)
-    SB_inv = (QB * fB[..., None, :]) @ _matT(QB, xp)
-    SA_inv = (QA * fA[..., None, :]) @ _matT(QA, xp)
-    return GramSpectra(lam, QB, mu, QA, S[0, ...], SB_inv, SA_inv)
+    return GramSpectra(lam, QB, mu, QA, S[0, ...], S_inv[0, ...], S_inv[1, ...])
 
 
 def solve_sylvester_spd(lam: Any, QB: Any, mu: Any, QA: Any, K: Any, xp: Any) -> Any:

@@ -50,8 +50,9 @@ def lora_pro_adjust_(
 
     Notes
     -----
-    Pairs whose gradients are both ``None`` are skipped. All pairs with the same
-    shapes are adjusted in one batched call (one batched ``eigh``). Gradients are not
+    Pairs whose gradients are both ``None`` are skipped. Pairs with the same shapes
+    are stacked and adjusted by batched products; all pairs of one rank share one
+    batched float64 ``eigh``. Gradients are not
     checked for NaN/Inf here (they propagate, as in ``torch.optim``); the adjusted
     gradients are computed in float32 (float64 for float64 parameters) and written
     back in the gradient's dtype.
@@ -138,13 +139,27 @@ class LoRAProAdamW(torch.optim.Optimizer):
     -----
     Parameters outside any pair get plain AdamW. Adam states are float32 for float32,
     float16 and bfloat16 parameters (float64 for float64 ones), also after
-    ``load_state_dict``. All pairs with equal shapes are adjusted in one batched call.
-    Gradients are read at ``step()``, so gradient accumulation works as usual; the
-    adjustment is linear in the gradient, so adjusting the accumulated gradient is exact.
+    ``load_state_dict``. Gradients are read at ``step()``, so gradient accumulation
+    works as usual; the adjustment is linear in the gradient, so adjusting the
+    accumulated gradient is exact.
+
+    Speed: the per-layer Python and dispatch cost is what dominates a LoRA step, so
+    pairs with equal shapes (and param groups) are stacked: each step copies the
+    factors and gradients into per-shape stacks, adjusts all layers with a few batched
+    products and one batched ``eigh`` per rank, runs PyTorch's fused AdamW kernel on
+    the stacks, and copies the factors back. The Adam states live in those stacks;
+    ``self.state[p]`` holds views of them, so ``state_dict``/``load_state_dict`` work
+    per parameter as usual (after a load, or when an entry is replaced, the stacks are
+    rebuilt from the entries at the next step). On all-MiniLM-L6-v2 with r = 8 on every
+    linear layer (one thread) an efficient step costs about as much as
+    ``torch.optim.AdamW(foreach=True)`` on the same LoRA parameters
+    (``python bench/bench_lora_pro.py``).
 
     Memory in "full" mode: 8·out·in bytes of states per adapted layer (as full
-    fine-tuning with Adam), plus a transient g̃ per shape group in chunks of at most
-    2**26 elements. "efficient" mode needs states only of the size of A and B.
+    fine-tuning with Adam), plus, per shape, two reused buffers (g̃ and its Adam
+    direction) of at most 2**20 elements each, or one layer if larger. "efficient"
+    mode needs states only of the size of A and B (and stacked copies of the factors
+    and gradients).
 
     Examples
     --------

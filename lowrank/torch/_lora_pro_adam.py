@@ -71,6 +71,11 @@ def _decay_(new: torch.Tensor, anchor: torch.Tensor | None, rate: float) -> None
         new.lerp_(anchor.to(new.dtype), rate)
 
 
+def _wide(g: torch.Tensor) -> torch.Tensor:
+    """``g`` in float32, or float64 if it is float64."""  # numpydoc ignore=PR01,RT01
+    return g if g.dtype in (torch.float32, torch.float64) else g.float()
+
+
 def clip_factor(grads: list[torch.Tensor], max_norm: float | None) -> torch.Tensor | None:
     """Factor scaling ``grads`` to a global 2-norm <= ``max_norm`` (None: no clipping).
 
@@ -78,8 +83,9 @@ def clip_factor(grads: list[torch.Tensor], max_norm: float | None) -> torch.Tens
     """  # numpydoc ignore=PR01,RT01
     if max_norm is None or not grads:
         return None
-    norms = [g.float() if g.ndim == 0 else torch.linalg.vector_norm(g.float()) for g in grads]
-    total = torch.linalg.vector_norm(torch.stack(norms))
+    # each norm in its own compute dtype (float64 stays float64), combined in float64
+    norms = [g if g.ndim == 0 else torch.linalg.vector_norm(_wide(g)) for g in grads]
+    total = torch.linalg.vector_norm(torch.stack([n.double() for n in norms]))
     return torch.clamp(max_norm / (total + 1e-6), max=1.0)
 
 

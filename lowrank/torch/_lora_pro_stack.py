@@ -46,6 +46,7 @@ class Bucket:
         self.scaling = s.to(A.device)[:, None, None]
         self.slabs: dict[str, torch.Tensor] = {}  # optimizer states stacked like A or Bᵀ
         self.blocks: dict[tuple, list] = {}  # their per-layer blocks, for list kernels
+        self.scratch: torch.Tensor | None = None  # full mode's g~ and direction chunks
 
 
 class Layout:
@@ -154,7 +155,7 @@ def adjusted(bucket: Bucket, coefs: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     return new_A, new_Bt
 
 
-def equivalent(bucket: Bucket, coefs: tuple, lo: int, hi: int) -> torch.Tensor:
+def equivalent(bucket: Bucket, coefs: tuple, lo: int, hi: int, out: Any = None) -> torch.Tensor:
     """Equivalent gradients g~ (hi − lo, out, in) of layers lo:hi, from zero-gauge coefficients.
 
     g~ = s(B a0 + b0 A) = [B | g_B] [s C_A g_A − s M_B A ; s C_B A]: a small matmul
@@ -165,4 +166,12 @@ def equivalent(bucket: Bucket, coefs: tuple, lo: int, hi: int) -> torch.Tensor:
     top = torch.cat([-s * MB, s * CA], dim=-1)
     bottom = torch.cat([s * CB, torch.zeros_like(CB)], dim=-1)
     mix = torch.cat([top, bottom], dim=-2).to(bucket.AgA.dtype)
-    return bucket.BgBt[lo:hi].mT @ (mix @ bucket.AgA[lo:hi])
+    right = mix @ bucket.AgA[lo:hi]
+    if out is None:
+        shape = (hi - lo, bucket.BgBt.shape[2], right.shape[2])
+        out = torch.empty(shape, dtype=right.dtype, device=right.device)
+    # One GEMM per layer: measured 1.6x faster than the batched product here (in cache),
+    # and 3x faster than a batched product with the transposed left operand [B | g_B].
+    for k in range(hi - lo):
+        torch.mm(bucket.BgBt[lo + k].mT, right[k], out=out[k])
+    return out
