@@ -141,8 +141,8 @@ def _routes():
     }
 
 
-def _median_times(funcs, repeats):
-    """Median seconds of each zero-argument function, the methods interleaved per repeat."""
+def _times(funcs, repeats, stat):
+    """Median (or min) seconds of each zero-argument function, interleaved per repeat."""
     import time
 
     for f in funcs.values():
@@ -153,7 +153,7 @@ def _median_times(funcs, repeats):
             t0 = time.perf_counter()
             f()
             times[name].append(time.perf_counter() - t0)
-    return {name: float(np.median(t)) for name, t in times.items()}
+    return {name: float(getattr(np, stat)(t)) for name, t in times.items()}
 
 
 def main(argv=None):
@@ -166,17 +166,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--stat", choices=["median", "min"], default="median",
+                        help="min: the least disturbed run, for a shared machine")
     args = parser.parse_args(argv)
     os.environ["NUMBA_NUM_THREADS"] = str(args.threads)  # lowrank's kernel thread pool
     batches = (1, 64) if args.quick else (1, 64, 1024)
-    repeats = 5 if args.quick else 9
+    repeats = 5 if args.quick else args.repeats
     routes = _routes()
     rng = np.random.default_rng(0)
     with threadpool_limits(args.threads):
         libs = sorted({f"{d['internal_api']} {d['version']} x{d['num_threads']}"
                        for d in threadpool_info()})
         print(f"threads={args.threads} (NUMBA_NUM_THREADS and threadpoolctl): {', '.join(libs)}")
-        print("time / slogdet(aᵀa) time, median of", repeats, "interleaved repeats")
+        print(f"time / slogdet(aᵀa) time, {args.stat} of {repeats} interleaved repeats; "
+              f"load average {os.getloadavg()[0]:.1f}")
         print(f"{'B':>5} {'n×k':>8} {'dtype':8}" + "".join(f"{r:>11}" for r in routes if r != "slogdet")
               + f"{'slogdet µs':>12} {'f32/f64 lowrank':>16}")
         for batch in batches:
@@ -186,7 +190,8 @@ def main(argv=None):
                     b = batch if n * k * batch <= 2**23 else max(1, 2**23 // (n * k))
                     a = rng.standard_normal((b, n, k)).astype(dtype)
                     funcs = {r: f(a) for r, f in routes.items()}
-                    t = _median_times({r: f for r, f in funcs.items() if f is not None}, repeats)
+                    t = _times({r: f for r, f in funcs.items() if f is not None}, repeats,
+                               args.stat)
                     per_dtype[dtype] = t["lowrank"]
                     cells = "".join(f"{t[r] / t['slogdet']:11.2f}" if r in t else f"{'-':>11}"
                                     for r in routes if r != "slogdet")
