@@ -11,7 +11,11 @@ from ._cr_expected import cr_expected_error
 from ._dask import is_dask_array
 from ._lib import _compat, _validation
 from ._lib._random import Random
+from ._lib._traced import refuse_traced
 from ._lib._typing import Array, ArrayNamespace, RNGLike
+
+# what makes sampled and top-k selections untraceable (jax.jit)
+_STEP = "the power-of-two scaling of the norms and the selection of the indices"
 
 __all__ = ["CRFactors", "CRNorms", "cr_expected_error", "cr_factors", "cr_matmul", "cr_norms"]
 
@@ -211,6 +215,7 @@ def cr_factors(
         return _dask_cr().cr_factors(a, b, rank, method=method, probabilities=probabilities,
                                      replace=replace, rescale=rescale, norms=norms,
                                      check_finite=check_finite, rng=rng, xp=xp)
+    refuse_traced("cr_factors", _STEP, a, b)
     xp, a, b, out = _checks.inputs(a, b, xp)
     plan = _checks.plan(rank, method, probabilities, replace, rescale, a, xp)
     C, R, idx, lam = _factors(a, b, plan, norms, check_finite, rng, xp)
@@ -327,6 +332,7 @@ def cr_matmul(
         return _dask_cr().cr_matmul(a, b, rank, method=method, probabilities=probabilities,
                                     replace=replace, rescale=rescale, norms=norms,
                                     check_finite=check_finite, rng=rng, xp=xp)
+    refuse_traced("cr_matmul", _STEP, a, b)
     xp, a, b, out = _checks.inputs(a, b, xp)
     plan = _checks.plan(rank, method, probabilities, replace, rescale, a, xp)
     n, inner, m = a.shape[-2], a.shape[-1], b.shape[-1]

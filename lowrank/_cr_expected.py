@@ -11,6 +11,7 @@ from ._agnostic import _cr_scale as _scale
 from ._dask import is_dask_array
 from ._lib import _compat, _validation
 from ._lib._random import Random, check_rng
+from ._lib._traced import refuse_traced
 from ._lib._typing import Array, ArrayNamespace, RNGLike
 
 __all__ = ["cr_expected_error"]
@@ -124,6 +125,8 @@ def cr_expected_error(
         return _dask_cr.cr_expected_error(
             a, b, rank, method=method, probabilities=probabilities, replace=replace,
             rescale=rescale, norms=norms, samples=samples, return_std=return_std, rng=rng, xp=xp)
+    refuse_traced("cr_expected_error", "the power-of-two scaling of the norms (a Python "
+                  "int exponent)", a, b)
     xp, a, b, _ = _checks.inputs(a, b, xp)
     plan = _checks.plan(rank, method, probabilities, replace, rescale, a, xp)
     samples = _validation.check_int(samples, "samples", low=1)

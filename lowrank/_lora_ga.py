@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 from ._agnostic import _lora_ga as _agnostic
 from ._lib import _compat, _validation
 from ._lib._random import Random
+from ._lib._traced import refuse_traced
 from ._lib._typing import Array
 
 __all__ = ["LoraFactors", "LoraGAInfo", "lora_ga_init"]
@@ -182,6 +183,8 @@ def lora_ga_init(
     >>> bool(np.allclose(A @ A.T, np.eye(4)) and np.allclose(B.T @ B, np.eye(4)))
     True
     """
+    refuse_traced("lora_ga_init", "the gradient SVD's value-dependent branches and the "
+                  "zero-gradient and flat-spectrum warnings", grad, weight)
     xp = _validation.namespace(grad, weight, xp=xp, names=("grad", "weight"))
     factor_opts = (rank, scaling, direction, scale, stable_gamma, compat)
     plan, svd_opts = _check_options(grad, factor_opts, (svd, n_oversamples, n_power_iter))

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 from ._agnostic import _lora_pro as _ag
 from ._lib._compat import device, size
+from ._lib._traced import is_traced
 from ._lib._typing import Array, ArrayNamespace
 from ._lib._validation import check_finite as _check_finite
 from ._lib._validation import (
@@ -275,7 +276,7 @@ def _prepare(A: Any, B: Any, gA: Any, gB: Any, check_finite: bool, xp: Any):
         for w, name in zip(works, names, strict=True):
             # w·0 is NaN exactly where w is NaN or ±Inf, and a sum keeps the NaN: one
             # cheap pass instead of a boolean temporary; the exact check names it.
-            if size(w) and not bool(xp.isfinite(xp.sum(w * 0))):
+            if size(w) and (is_traced(w) or not bool(xp.isfinite(xp.sum(w * 0)))):
                 _check_finite(w, name, xp)
     return works, out_dtype
 

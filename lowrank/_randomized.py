@@ -9,6 +9,7 @@ from ._agnostic._operator import as_operator, is_scipy_operator
 from ._dask import is_dask_array
 from ._lib import _compat
 from ._lib._random import Random, check_rng
+from ._lib._traced import refuse_traced
 from ._lib._validation import (
     check_bool,
     check_int,
@@ -26,6 +27,9 @@ from ._svd import SVDResult
 __all__ = ["RandomizedSVDResult", "randomized_range_finder", "randomized_svd"]
 
 _METHODS = ("auto", "block_krylov", "subspace")
+# what makes the randomized SVD family untraceable (jax.jit): value-dependent branches
+_STEPS = ("the power-of-two rescaling after the first sketch and the choice between "
+          "CholeskyQR and Householder QR (or random directions) for each block")
 
 
 class RandomizedSVDResult(SVDResult):
@@ -171,6 +175,7 @@ def randomized_range_finder(a: Any, /, size: int, *, n_power_iter: int | None = 
         _no_xp(xp)
         return _api.randomized_range_finder(a, size, n_power_iter=n_power_iter, rng=rng,
                                             compute=compute)
+    refuse_traced("randomized_range_finder", _STEPS, a)
     op, out_dtype, xp, _ = _prepare(a, xp, True)
     size = check_int(size, "size", low=0, high=min(op.m, op.n), high_name="min(m, n)")
     _check_common(0, n_power_iter, rng)
@@ -337,6 +342,7 @@ def randomized_svd(a: Any, /, rank: int, *, n_oversamples: int = 10,
                                    n_power_iter=n_power_iter, method=method,
                                    block_size=block_size, tol=tol, rng=rng,
                                    check_finite=check_finite, compute=compute)
+    refuse_traced("randomized_svd", _STEPS, a)
     op, out_dtype, xp, _ = _prepare(a, xp, check_finite)
     rank = check_int(rank, "rank", low=0, high=min(op.m, op.n), high_name="min(m, n)")
     _check_common(n_oversamples, n_power_iter, rng)

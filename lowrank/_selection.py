@@ -9,6 +9,7 @@ from ._lib import _compat
 from ._lib._random import check_rng
 from ._lib._typing import Array, ArrayNamespace
 from ._lib._validation import check_finite as _check_finite
+from ._lib._traced import refuse_traced
 from ._lib._validation import check_int, check_matrix, check_option, namespace, to_floating
 
 __all__ = ["select_columns"]
@@ -113,6 +114,8 @@ def select_columns(
     >>> lowrank.select_columns(a, 3, method="volume_sampling", rng=1).shape
     (3,)
     """
+    refuse_traced("select_columns", "the search for the columns (indices chosen from the "
+                  "values)", a)
     xp = namespace(a, xp=xp)
     check_matrix(a, "a", max_ndim=2)
     n, m = a.shape

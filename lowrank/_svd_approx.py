@@ -6,6 +6,7 @@ from typing import Any
 
 from ._agnostic import _qb
 from ._lib._random import Random
+from ._lib._traced import refuse_traced
 from ._lib._validation import check_int, check_positive
 from ._dask import is_dask_array
 from ._randomized import _cast, _check_common, _device, _no_xp, _prepare
@@ -114,6 +115,8 @@ def svd_approx(a: Any, /, *, rank: int | None = None, rtol: float | None = None,
         return _api.svd_approx(a, rank=rank, rtol=rtol, n_oversamples=n_oversamples,
                                n_power_iter=n_power_iter, block_size=block_size, rng=rng,
                                check_finite=check_finite, compute=compute)
+    refuse_traced("svd_approx", "‖a‖_F and the error-driven choice of the rank (Python "
+                  "floats)", a)
     op, out_dtype, xp, _ = _prepare(a, xp, check_finite, max_ndim=2, operators=False)
     if (rank is None) == (rtol is None):
         msg = f"give exactly one of `rank` and `rtol`; got rank={rank!r}, rtol={rtol!r}"

@@ -107,3 +107,15 @@ def pytest_report_header(config):
             out.append(f"{name} missing")
     sim = os.environ.get("NUMBA_ENABLE_CUDASIM", "0")
     return ["lowrank backends: " + ", ".join(out) + f"; NUMBA_ENABLE_CUDASIM={sim}"]
+
+
+@pytest.fixture
+def jax_xp():
+    """JAX's array namespace with 64-bit types enabled for the test (jax tests only).
+
+    JAX is not in the ``xp`` fixture: its arrays are immutable and it is tested on its
+    own (eager results against NumPy, and every public function under ``jax.jit``).
+    """
+    jax = pytest.importorskip("jax")
+    with jax.enable_x64(True):
+        yield pytest.importorskip("jax.numpy")

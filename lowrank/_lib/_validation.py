@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import _compat
+from ._traced import is_traced
 
 __all__ = [
     "check_array",
@@ -169,10 +170,12 @@ def _check_numpy_dtype(dtype: Any, name: str) -> None:
 
 def check_same_device(*arrays: Any, names: Sequence[str] | None = None) -> None:
     """Raise ValueError unless every array lives on the same device."""  # numpydoc ignore=PR01
-    devices = [_compat.device(a) for a in arrays]
+    # JAX tracers have no device (None); they follow the concrete arrays they meet
+    devices = [_compat.device(a) for a in arrays if not is_traced(a)]
     if any(d != devices[0] for d in devices[1:]):
         names = names or [f"array argument {i + 1}" for i in range(len(arrays))]
-        where = ", ".join(f"`{n}` on {d}" for n, d in zip(names, devices, strict=True))
+        where = ", ".join(f"`{n}` on {_compat.device(a)}"
+                          for n, a in zip(names, arrays, strict=True))
         msg = f"all array arguments must be on one device; got {where}"
         raise ValueError(msg)
 
@@ -210,7 +213,11 @@ def to_floating(a: Any, name: str, xp: Any) -> tuple[Any, Any]:
 
 
 def check_finite(a: Any, name: str, xp: Any) -> None:
-    """Raise ValueError if ``a`` contains NaN or Inf."""  # numpydoc ignore=PR01
+    """Raise ValueError if ``a`` contains NaN or Inf (TypeError when ``a`` is traced)."""  # numpydoc ignore=PR01
+    if is_traced(a):
+        msg = (f"the NaN/Inf check of `{name}` depends on its values, which JAX tracing "
+               "(jax.jit) does not give; pass check_finite=False under jit")
+        raise TypeError(msg)
     if (a.ndim == 0 or _compat.size(a) != 0) and not bool(xp.all(xp.isfinite(a))):
         msg = (
             f"`{name}` contains NaN or Inf; clean the input or pass "
