@@ -46,7 +46,7 @@ def _factors(model):
 
 
 def _first_step(A, B, s, G):
-    """Change of W_eff after one SGD step on A and B: s(B g_A + g_B A), g_A = s BᵀG, g_B = s G Aᵀ."""
+    """Change of W_eff after one SGD step: s(B g_A + g_B A), g_A = s BᵀG, g_B = s G Aᵀ."""
     A, B, G = A.double(), B.double(), G.double()
     return s * s * (B @ (B.T @ G) + (G @ A.T) @ A)
 

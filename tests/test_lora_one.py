@@ -43,7 +43,8 @@ def test_zero_gradient_and_refusals():
     A, B = lowrank.lora_one_init(np.zeros((8, 6)), 2, gamma=1.0, normalize=True, svd="exact")
     assert np.all(B @ A == 0) and np.all(np.isfinite(A))
     G = np.ones((8, 6))
-    for kw, exc, word in [({"gamma": 0.0}, ValueError, "gamma"), ({"gamma": -1}, ValueError, "gamma"),
+    for kw, exc, word in [({"gamma": 0.0}, ValueError, "gamma"),
+                          ({"gamma": -1}, ValueError, "gamma"),
                           ({"gamma": 1.0, "normalize": 1}, TypeError, "normalize"),
                           ({"gamma": 1.0, "svd": "fast"}, ValueError, "svd")]:
         with pytest.raises(exc, match=word):

@@ -16,6 +16,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 from . import _lora_ga, _lora_pro
 from ._grad_svd import GradientSVD as GradientSVD
 from ._grad_svd import estimate_gradient_svd as estimate_gradient_svd
+from ._grad_svd_residual import lora_ga_init_residual_ as lora_ga_init_residual_
 from ._layers import LoraPair as LoraPair
 from ._layers import find_lora_pairs as find_lora_pairs
 from ._lora_ga import *  # noqa: F403
@@ -29,6 +30,7 @@ __all__ = sorted(
         "LoraPair",
         "estimate_gradient_svd",
         "find_lora_pairs",
+        "lora_ga_init_residual_",
         "lora_ga_init_trainer_",
         "lora_one_init_",
         *_lora_ga.__all__,
