@@ -12,7 +12,7 @@ import numba
 njit = functools.partial(numba.njit, cache=True, nogil=True)
 
 
-class slp_vectorizer:  # noqa: N801 (used like a function: ``with slp_vectorizer():``)
+class slp_vectorizer:  # used like a function: ``with slp_vectorizer():``
     """Compile with LLVM's SLP vectoriser on (numba's default is off).
 
     It packs the written-out lane chains of the volume kernels (``a0 … a7`` scalars, one

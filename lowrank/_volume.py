@@ -14,10 +14,10 @@ from ._dask import is_dask_array
 from ._lib import _compat
 from ._lib._dispatch import get_kernel, kernel_backend
 from ._lib._typing import Array, ArrayNamespace
+from ._lib._validation import check_bool, check_matrix, namespace, to_floating
 from ._lib._validation import (
     check_finite as _check_finite,
 )
-from ._lib._validation import check_bool, check_matrix, namespace, to_floating
 from ._selection import select_columns
 
 __all__ = [
