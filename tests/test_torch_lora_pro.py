@@ -622,3 +622,40 @@ def test_closure_is_evaluated_with_gradients_and_its_loss_returned():
         assert torch.equal(loss.detach(), want.detach())
     for a, b in zip(model.parameters(), twin.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("mode", ["efficient", "full"])
+def test_foreach_fallback_matches_the_fused_kernel(mode, monkeypatch, one_thread):
+    """Devices without PyTorch's fused AdamW take a _foreach path with the same arithmetic."""
+    from lowrank.torch import _lora_pro_adam
+
+    fused_pairs, fused_extra, _ = stacked_run(mode, "init", 0.5)
+    monkeypatch.setattr(_lora_pro_adam, "FUSED_DEVICES", ())
+    calls = []
+    real = torch._foreach_addcdiv_
+    monkeypatch.setattr(torch, "_foreach_addcdiv_", lambda *a, **k: calls.append(1) or real(*a, **k))
+    pairs, extra, _ = stacked_run(mode, "init", 0.5)
+    assert calls  # the fallback did run
+    assert_close_params(
+        [t for A, B, _ in pairs for t in (A, B)] + [extra],
+        [t for A, B, _ in fused_pairs for t in (A, B)] + [fused_extra],
+    )
+
+
+@pytest.mark.parametrize("mode", ["efficient", "full"])
+def test_a_step_with_only_plain_gradients_leaves_the_factors(mode):
+    model = peft_model(head=True)
+    opt = LoRAProAdamW(model, lr=1e-2, weight_decay=0.0, max_grad_norm=1e-3, mode=mode)
+    head = [p for n, p in model.named_parameters() if p.requires_grad and "lora" not in n]
+    factors = [t.detach().clone() for p in find_lora_pairs(model) for t in (p.A, p.B)]
+    twin = [torch.nn.Parameter(p.detach().clone()) for p in head]
+    for p, q in zip(head, twin, strict=True):
+        p.grad = torch.ones_like(p)
+        q.grad = p.grad.clone()
+    opt.step()
+    torch.nn.utils.clip_grad_norm_(twin, 1e-3)
+    torch.optim.AdamW(twin, lr=1e-2, weight_decay=0.0).step()
+    now = [t.detach() for p in find_lora_pairs(model) for t in (p.A, p.B)]
+    assert all(torch.equal(a, b) for a, b in zip(now, factors, strict=True))
+    for p, q in zip(head, twin, strict=True):
+        assert torch.allclose(p, q, rtol=1e-12, atol=1e-15)

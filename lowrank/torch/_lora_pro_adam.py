@@ -8,7 +8,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_hyper", "clip_factor", "foreach_adamw_", "foreach_bucket_"]
+__all__ = ["adamw_lists_", "check_hyper", "clip_factor", "foreach_adamw_", "foreach_bucket_"]
+
+#: Devices with PyTorch's fused AdamW kernel; others take the ``_foreach`` path.
+FUSED_DEVICES = ("cpu", "cuda", "mps")
 
 
 def foreach_adamw_(params: list, grads: list, opt: Any) -> None:
@@ -59,6 +62,43 @@ def foreach_bucket_(ps: list, gs: list, states: list, group: dict, t: int) -> No
         new = p.to(m.dtype)
         _decay_(new, p0, lr * wd)
         p.copy_(new.addcdiv_(m, d, value=-step))
+
+
+def adamw_lists_(ps, gs, ms, vs, t, group, *, weight_decay, lr=None) -> None:
+    """AdamW on lists sharing step ``t`` and ``group``'s betas/eps, in place.
+
+    ``p <- p·(1 − lr·weight_decay) − lr·m̂/(sqrt(v̂) + eps)``: one fused kernel where
+    PyTorch has it (one pass over each tensor), else the same arithmetic with ``_foreach``.
+    """  # numpydoc ignore=PR01
+    beta1, beta2 = group["betas"]
+    lr = group["lr"] if lr is None else lr
+    if ps[0].device.type not in FUSED_DEVICES:
+        torch._foreach_lerp_(ms, gs, 1 - beta1)
+        torch._foreach_mul_(vs, beta2)
+        torch._foreach_addcmul_(vs, gs, gs, value=1 - beta2)
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_div_(denom, math.sqrt(1 - beta2**t))
+        torch._foreach_add_(denom, group["eps"])
+        if weight_decay:
+            torch._foreach_mul_(ps, 1 - lr * weight_decay)
+        torch._foreach_addcdiv_(ps, ms, denom, value=-lr / (1 - beta1**t))
+        return
+    step = torch.tensor(float(t), device=ps[0].device)  # read only: one for the whole list
+    torch._fused_adamw_(
+        ps,
+        gs,
+        ms,
+        vs,
+        [],
+        [step] * len(ps),
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=weight_decay,
+        eps=group["eps"],
+        amsgrad=False,
+        maximize=False,
+    )
 
 
 def _decay_(new: torch.Tensor, anchor: torch.Tensor | None, rate: float) -> None:

@@ -10,7 +10,7 @@ import torch
 
 from .._lora_pro import _check_damping
 from ._layers import LoraPair, find_lora_pairs
-from ._lora_pro_stack import Layout, adjusted, coefficients, compute_dtype, split
+from ._lora_pro_stack import Layout, adjusted, coefficients, compute_dtype
 
 __all__ = ["Pair", "adjusted_grads", "check_damping", "compute_dtype", "resolve_pairs"]
 
@@ -75,13 +75,10 @@ def adjusted_grads(pairs, grads_A, grads_B, *, gauge, damping):
     layout = Layout(pairs)
     grads = [grads_A[i] for i in layout.order] + [grads_B[i] for i in layout.order]
     layout.load(grads)
-    stacked = []
     for buckets in layout.ranks:
         coefs, _ = coefficients(buckets, gauge=gauge, damping=damping)
-        stacked += [adjusted(b, c) for b, c in zip(buckets, split(coefs, buckets), strict=True)]
-    in_rank_order = [b for bs in layout.ranks for b in bs]
-    by_bucket = {id(b): s for b, s in zip(in_rank_order, stacked, strict=True)}
-    return layout.grads_in_input_order([by_bucket[id(b)] for b in layout.buckets])
+        adjusted(buckets, coefs)  # into each bucket's `new`
+    return layout.grads_in_input_order([b.new for b in layout.buckets])
 
 
 def check_damping(damping: Any) -> Any:

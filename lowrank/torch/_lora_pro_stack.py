@@ -12,6 +12,7 @@ that each layer's Bᵀ, g_B'ᵀ and B-side optimizer states are contiguous block
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,7 @@ import torch
 
 from .._agnostic import _lora_pro as _ag
 
-__all__ = ["Bucket", "Layout", "adjusted", "coefficients", "equivalent"]
+__all__ = ["Bucket", "Layout", "adjusted", "coefficients", "equivalent", "split"]
 
 
 def compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -44,6 +45,7 @@ class Bucket:
         self.new = (torch.empty_like(self.A), torch.empty_like(self.Bt))
         s = torch.tensor([p.scaling for p in pairs], dtype=torch.float64)
         self.scaling = s.to(A.device)[:, None, None]
+        self.inv_s2 = 1.0 / (self.scaling * self.scaling)
         self.slabs: dict[str, torch.Tensor] = {}  # optimizer states stacked like A or Bᵀ
         self.blocks: dict[tuple, list] = {}  # their per-layer blocks, for list kernels
         self.scratch: torch.Tensor | None = None  # full mode's g~ and direction chunks
@@ -100,6 +102,7 @@ class Layout:
         return [a for a, _ in out], [b for _, b in out]
 
 
+@functools.cache
 def _torch_namespace() -> Any:
     """The array-api-compat namespace of torch tensors."""  # numpydoc ignore=RT01
     import array_api_compat
@@ -129,7 +132,7 @@ def coefficients(buckets: list[Bucket], *, gauge: str, damping: Any, spec: Any =
         eps = float(torch.finfo(buckets[0].AgA.dtype).eps)
         damping = 0.0 if damping is None else damping
         spec = _ag.spectra_of_grams(S, eps, damping, xp)
-    inv_s2 = _cat([1.0 / (b.scaling * b.scaling) for b in buckets])
+    inv_s2 = _cat([b.inv_s2 for b in buckets])
     BtgB, gAAt = _cat([g[..., r:] for g in left]), _cat([g[:, r:] for g in right])
     return _ag.coefficients(BtgB, gAAt, spec, inv_s2, gauge, xp), spec
 
@@ -144,15 +147,24 @@ def split(coefs: tuple, buckets: list[Bucket]) -> list[tuple]:
     return out
 
 
-def adjusted(bucket: Bucket, coefs: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stacked ``(g_A', g_B'ᵀ)`` of a bucket in its dtype, written into ``bucket.new``."""  # numpydoc ignore=PR01,RT01
+def adjusted(buckets: list[Bucket], coefs: tuple) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Stacked ``(g_A', g_B'ᵀ)`` per bucket (one rank), written into each ``bucket.new``.
+
+    The mixing matrices ``[X | C_A]`` and ``[−(M_B + X)ᵀ | C_Bᵀ]`` are formed for all
+    layers at once; each bucket then needs two batched products.
+    """  # numpydoc ignore=PR01,RT01
     CA, CB, MB, X = coefs
     X = torch.zeros_like(MB) if X is None else X
-    dt = bucket.AgA.dtype
-    new_A, new_Bt = bucket.new
-    torch.matmul(torch.cat([X, CA], dim=-1).to(dt), bucket.AgA, out=new_A)
-    torch.matmul(torch.cat([-(MB + X).mT, CB.mT], dim=-1).to(dt), bucket.BgBt, out=new_Bt)
-    return new_A, new_Bt
+    dt = buckets[0].AgA.dtype
+    mix_A = torch.cat([X, CA], dim=-1).to(dt)
+    mix_B = torch.cat([-(MB + X).mT, CB.mT], dim=-1).to(dt)
+    out = []
+    for b, (mA, mB) in zip(buckets, split((mix_A, mix_B), buckets), strict=True):
+        new_A, new_Bt = b.new
+        torch.matmul(mA, b.AgA, out=new_A)
+        torch.matmul(mB, b.BgBt, out=new_Bt)
+        out.append(b.new)
+    return out
 
 
 def equivalent(bucket: Bucket, coefs: tuple, lo: int, hi: int, out: Any = None) -> torch.Tensor:

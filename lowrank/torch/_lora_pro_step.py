@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ._lora_pro_adam import clip_factor, foreach_adamw_
+from ._lora_pro_adam import adamw_lists_, clip_factor, foreach_adamw_
 from ._lora_pro_stack import Bucket, Layout, adjusted, coefficients, equivalent, split
 
 __all__ = ["step_efficient", "step_full"]
@@ -32,7 +32,7 @@ def _layout_for(opt: Any, pairs: list) -> Layout:
     # Valid while every state entry is still the view placed there (string-keyed
     # lookups in the per-parameter dicts: hashing tensors is a Python call each).
     if cached is not None and cached[0] == key and cached[3] is opt.state:
-        if all(d.get(name) is view for d, name, view in cached[2]):
+        if _links_hold(cached[2]):
             return cached[1]
     group_index = {id(t): i for i, g in enumerate(opt.param_groups) for t in g["params"]}
 
@@ -43,6 +43,14 @@ def _layout_for(opt: Any, pairs: list) -> Layout:
     layout = Layout(pairs, key=key_of)
     opt._stacked = (key, layout, _adopt(opt, layout), opt.state)
     return layout
+
+
+def _links_hold(links: list[tuple]) -> bool:
+    """Whether every (state dict, name, view) still holds that view."""  # numpydoc ignore=PR01,RT01
+    for d, name, view in links:
+        if d.get(name) is not view:
+            return False
+    return True
 
 
 def _slab_names(opt: Any, bucket: Bucket, side: str) -> list[tuple[str, tuple]]:
@@ -131,28 +139,7 @@ def _adam_stacks(opt: Any, layout: Layout) -> None:
         lr, wd = group["lr"], group["weight_decay"]
         if anchored and wd:  # decoupled decay of (p - p0): p <- p - lr·wd·(p - p0)
             torch._foreach_lerp_(decayed, p0s, lr * wd)
-        fused_adamw_(ps, gs, ms, vs, t, group, weight_decay=0.0 if anchored else wd)
-
-
-def fused_adamw_(ps, gs, ms, vs, t, group, *, weight_decay, lr=None) -> None:
-    """``torch._fused_adamw_`` on lists sharing step ``t`` and ``group``'s betas/eps."""  # numpydoc ignore=PR01
-    beta1, beta2 = group["betas"]
-    step = torch.tensor(float(t), device=ps[0].device)  # read only: one for the whole list
-    torch._fused_adamw_(
-        ps,
-        gs,
-        ms,
-        vs,
-        [],
-        [step] * len(ps),
-        lr=group["lr"] if lr is None else lr,
-        beta1=beta1,
-        beta2=beta2,
-        weight_decay=weight_decay,
-        eps=group["eps"],
-        amsgrad=False,
-        maximize=False,
-    )
+        adamw_lists_(ps, gs, ms, vs, t, group, weight_decay=0.0 if anchored else wd)
 
 
 def step_efficient(opt: Any, pairs: list, others: list, plain: list) -> None:
@@ -163,11 +150,12 @@ def step_efficient(opt: Any, pairs: list, others: list, plain: list) -> None:
         layout.load()
         for buckets in layout.ranks:
             coefs, _ = coefficients(buckets, gauge=opt.gauge, damping=opt.damping)
-            for b, c in zip(buckets, split(coefs, buckets), strict=True):
-                grads += adjusted(b, c)  # into b.new, the blocks the Adam step reads
+            adjusted(buckets, coefs)  # into each b.new, the blocks the Adam step reads
+        grads = [g for b in layout.buckets for g in b.new]
     factor = clip_factor(grads + plain, opt.max_grad_norm)
     if factor is not None:
-        torch._foreach_mul_(grads, factor)  # ours: in place; plain ones may be `.grad`
+        if grads:
+            torch._foreach_mul_(grads, factor)  # ours: in place; plain ones may be `.grad`
         plain = [g * factor.to(g.dtype) for g in plain]
     if layout is not None:
         _adam_stacks(opt, layout)
@@ -216,7 +204,7 @@ def _weight_adam(opt: Any, b: Bucket, zero: tuple, factor: Any) -> None:
         neg_dir = work[1, : hi - lo].zero_()  # becomes −m̂/(sqrt(v̂) + eps): lr 1, no decay
         for t, layers in _runs(steps[lo:hi]):
             ks = range(hi - lo) if layers is None else layers
-            fused_adamw_(
+            adamw_lists_(
                 [neg_dir[k] for k in ks],
                 [g[k] for k in ks],
                 [m_all[lo + k] for k in ks],
@@ -262,8 +250,8 @@ def step_full(opt: Any, pairs: list, others: list, plain: list) -> None:
             _weight_adam(opt, b, zero[id(b)], factor)
         for buckets, spec in zip(layout.ranks, specs, strict=True):
             coefs, _ = coefficients(buckets, gauge=opt.gauge, damping=opt.damping, spec=spec)
-            for b, c in zip(buckets, split(coefs, buckets), strict=True):
-                _apply(opt, b, adjusted(b, c))
+            for b, directions in zip(buckets, adjusted(buckets, coefs), strict=True):
+                _apply(opt, b, directions)
         layout.store()
     if factor is not None:
         plain = [g * factor.to(g.dtype) for g in plain]
