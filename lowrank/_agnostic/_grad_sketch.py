@@ -29,6 +29,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from .._lib import _compat
 from ._linalg import svd_flip
 
 __all__ = ["LayerSketch", "SketchResult", "run_sweeps", "sketch_svds"]
@@ -88,14 +89,28 @@ class LayerSketch:
         self.m, self.n = shape
         self.xp, self.n_sweeps, self.sweep = xp, n_sweeps, 0
         self.block = min(block, self.n)
-        self.V: Any = None
-        self.GV: Any = None
         omega = rand.standard_normal((self.n, self.block), dtype)
+        # the basis and its image are filled block by block into buffers of their final
+        # width: growing them by concatenation would hold two copies at each sweep
+        full, device = min(self.n, self.block * n_sweeps), _compat.device(omega)
+        self._V = xp.zeros((self.n, full), dtype=dtype, device=device)
+        self._GV = xp.zeros((self.m, full), dtype=dtype, device=device)
+        self.width = 0
         self.probes = rand.standard_normal((self.n, n_test), dtype) if n_test else None
         psi = rand.standard_normal((self.m, min(block, self.m)), dtype)
         self.X = xp.linalg.qr(omega)[0]
         self.Y = xp.linalg.qr(psi)[0] if n_sweeps > 1 else psi[:, :0]
         self.G_probes: Any = None
+
+    @property
+    def V(self) -> Any:
+        """Orthonormal basis of the right Krylov space so far (n x width)."""  # numpydoc ignore=RT01
+        return self._V[:, : self.width]
+
+    @property
+    def GV(self) -> Any:
+        """``G @ V`` (m x width)."""  # numpydoc ignore=RT01
+        return self._GV[:, : self.width]
 
     def inputs(self) -> tuple[Any, Any]:
         """``(X, Y)`` for this sweep: basis block plus probes (first sweep), and Y."""  # numpydoc ignore=RT01
@@ -116,8 +131,9 @@ class LayerSketch:
         xp, w = self.xp, self.X.shape[1]
         if self.sweep == 0 and self.probes is not None:
             GX, self.G_probes = GX[:, :w], GX[:, w:]
-        self.V = self.X if self.V is None else xp.concat([self.V, self.X], axis=1)
-        self.GV = GX if self.GV is None else xp.concat([self.GV, GX], axis=1)
+        self._V[:, self.width : self.width + w] = self.X
+        self._GV[:, self.width : self.width + w] = GX
+        self.width += w
         self.sweep += 1
         if self.sweep >= self.n_sweeps:
             self.X = self.Y = None
