@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["prefers_partial_solver", "propack_truncated_svd"]
+__all__ = ["prefers_partial_solver", "propack_truncated_svd", "stable_rank_estimate", "suits_lanczos"]
 
 # Crossover, measured on the 2-core CI machine (docs/theory/svd.md): with a 1/i
 # spectrum PROPACK wins up to rank ~ min(m, n)/5 (square) and ~min(m, n)/8 (tall); flat
@@ -39,6 +39,50 @@ def prefers_partial_solver(shape: tuple[int, ...], rank: int, dtype: Any) -> boo
         return False
     small = min(shape)
     return rank >= 1 and small >= _MIN_SIZE and rank * _MIN_RATIO <= small
+
+
+# PROPACK only where the top of the spectrum is steep enough for Lanczos: stable rank
+# ‖a‖_F² / ‖a‖_2² at most _STABLE_RANK_RATIO · rank, or near-square a (m, n within 2x)
+# at rank <= min(m, n) / 32. Measured (bench/truncated_svd_crossover.py, one thread):
+# every PROPACK failure had stable rank >= 4.1 · rank (flat spectra, where a failed
+# attempt costs 0.3-0.6 of the thin SVD and is then followed by it); every case at
+# <= 3.2 · rank converged in 0.08-0.5 of the thin SVD's time, and flat near-square
+# matrices at rank <= min(m, n) / 30 in 0.2-0.35 of it.
+_STABLE_RANK_RATIO = 4.0
+_SQUARE_ASPECT = 2
+_SQUARE_RATIO = 32
+_PROBES = 4
+_POWER_STEPS = 8
+
+
+def stable_rank_estimate(a: np.ndarray) -> float:
+    """Estimate of ``‖a‖_F² / ‖a‖_2²`` from Gaussian probes (``2·_POWER_STEPS + 2`` products).
+
+    ``‖a G‖_F² / p`` estimates ``‖a‖_F²`` without bias (tightly when many singular values
+    are comparable, loosely when a few dominate) and power iteration on ``a G`` gives a
+    lower bound of ``‖a‖_2²``, so on flat spectra, where the decision matters, the ratio
+    errs towards large stable ranks (towards the thin SVD, which is always correct).
+    Over/underflow gives inf (the thin SVD again).
+    """  # numpydoc ignore=PR01,RT01
+    rng = np.random.default_rng(_SEED)
+    with np.errstate(all="ignore"):
+        Y = a @ rng.standard_normal((a.shape[1], _PROBES)).astype(a.dtype)
+        fro_sq = float(np.sum(np.square(Y, dtype=np.float64))) / _PROBES
+        v = a.T @ Y[:, :1]  # the power iteration starts from the probes' image
+        for _ in range(_POWER_STEPS):
+            v = v / np.linalg.norm(v)
+            v = a.T @ (a @ v)
+        top_sq = float(np.linalg.norm(v))  # ‖aᵀa v‖ <= σ_1² for unit v
+        ratio = fro_sq / top_sq if top_sq > 0 else math.inf
+    return ratio if math.isfinite(ratio) else math.inf
+
+
+def suits_lanczos(a: np.ndarray, rank: int) -> bool:
+    """Whether PROPACK is expected to beat the thin SVD on this ``a`` (see the measured rule)."""  # numpydoc ignore=PR01,RT01
+    m, n = a.shape
+    if max(m, n) <= _SQUARE_ASPECT * min(m, n) and rank * _SQUARE_RATIO <= min(m, n):
+        return True
+    return stable_rank_estimate(a) <= _STABLE_RANK_RATIO * rank
 
 
 def propack_truncated_svd(a: np.ndarray, rank: int) -> tuple[Any, Any, Any] | None:
