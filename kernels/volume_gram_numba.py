@@ -13,8 +13,7 @@ first-order error bound is no larger than Householder QR's (docs/theory/volume.m
 
 so the Gram result is accepted iff ``s ≤ 2nk/(n+k+1)`` (``γ_m = m·u`` in the precision of
 ``G``; s ≥ k always, s = k for orthogonal columns). ``(G⁻¹)_jj`` is the squared norm of
-column j of ``R⁻ᵀ``'s inverse, from one triangular inverse (k³/6 flops against the
-product's nk²). A matrix whose Gram diagonal is non-finite or outside the safe range
+row j of ``R⁻¹``, from one triangular inverse (k³/6 flops against the product's nk²). A matrix whose Gram diagonal is non-finite or outside the safe range
 (squares that under- or overflowed), whose Cholesky breaks down, or that fails the
 test is flagged in ``ok`` for the caller to redo with QR.
 """
