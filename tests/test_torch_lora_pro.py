@@ -659,3 +659,16 @@ def test_a_step_with_only_plain_gradients_leaves_the_factors(mode):
     assert all(torch.equal(a, b) for a, b in zip(now, factors, strict=True))
     for p, q in zip(head, twin, strict=True):
         assert torch.allclose(p, q, rtol=1e-12, atol=1e-15)
+
+
+def test_a_pair_left_out_keeps_its_state_but_not_the_old_stacks(one_thread):
+    pairs, extra, opt = stacked_run("full", "init", n_steps=1)
+    A4, A5 = pairs[4][0], pairs[5][0]  # one stack at step 0; pair 4 has no gradient at step 1
+    before = opt.state[A4]["weight_exp_avg"].clone()
+    storage = opt.state[A4]["weight_exp_avg"].untyped_storage().data_ptr()
+    assert opt.state[A5]["weight_exp_avg"].untyped_storage().data_ptr() == storage
+    set_grads(pairs, extra, 1)
+    opt.step()
+    assert torch.equal(opt.state[A4]["weight_exp_avg"], before)
+    assert opt.state[A4]["weight_exp_avg"].untyped_storage().data_ptr() != storage
+    assert opt.state[A5]["weight_exp_avg"].untyped_storage().data_ptr() != storage

@@ -41,7 +41,13 @@ def _layout_for(opt: Any, pairs: list) -> Layout:
         return (group_index[id(p.A)], group_index[id(p.B)], *anchored)
 
     layout = Layout(pairs, key=key_of)
-    opt._stacked = (key, layout, _adopt(opt, layout), opt.state)
+    links = _adopt(opt, layout)
+    if cached is not None:  # pairs left out keep their values, not the old stacks
+        kept = {id(d) for d, _, _ in links}
+        for d, name, view in cached[2]:
+            if id(d) not in kept and d.get(name) is view:
+                d[name] = view.clone()
+    opt._stacked = (key, layout, links, opt.state)
     return layout
 
 
