@@ -178,6 +178,12 @@ def _phases(vh: Any) -> Any:
 
 def plan(t: Tall, rank: int, n_oversamples: int, n_power_iter: int | None, method: str,
          block_size: int | None) -> tuple[str, int, int]:
-    """The in-memory path's method, width and depth for these shapes."""  # numpydoc ignore=PR01,RT01
+    """The in-memory path's method, width and depth, except that a Krylov space of one
+    block (``n_power_iter=0``) is ``rank + n_oversamples`` wide like a subspace sketch."""  # numpydoc ignore=PR01,RT01
     shape = type("Shape", (), {"m": t.m, "n": t.n})
-    return auto_plan(shape, rank, n_oversamples, n_power_iter, method, block_size)
+    method, width, n_iter = auto_plan(shape, rank, n_oversamples, n_power_iter, method,
+                                      block_size)
+    if method == "block_krylov" and n_iter == 0 and block_size is None:
+        # no extension: the Krylov space is one sketch, which needs the full oversampling
+        width = min(rank + n_oversamples, t.m, t.n)
+    return method, width, n_iter
