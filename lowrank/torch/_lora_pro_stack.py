@@ -42,7 +42,8 @@ class Bucket:
         self.A, self.gA = self.AgA[:, :r], self.AgA[:, r:]
         self.Bt, self.gBt = self.BgBt[:, :r], self.BgBt[:, r:]
         # outputs of `adjusted`, reused: (n, r, in) and (n, r, out)
-        self.new = (torch.empty_like(self.A), torch.empty_like(self.Bt))
+        new_A = torch.empty((n, r, n_in), dtype=dtype, device=A.device)
+        self.new = (new_A, torch.empty((n, r, out), dtype=dtype, device=A.device))
         s = torch.tensor([p.scaling for p in pairs], dtype=torch.float64)
         self.scaling = s.to(A.device)[:, None, None]
         self.inv_s2 = 1.0 / (self.scaling * self.scaling)
