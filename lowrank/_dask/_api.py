@@ -41,15 +41,14 @@ def _common(rank: int, t: Tall, n_oversamples: int, n_power_iter: int | None, rn
 
 def _finish(t: Tall, us: list[Any], s: Any, vh: Any, compute: bool) -> tuple[Any, Any, Any]:
     """``(U, S, Vh)`` of ``a`` from those of its tall side, in the caller's dtypes."""  # numpydoc ignore=PR01,RT01
-    out, real = t.out_dtype, np.float32 if t.out_dtype.kind == "f" and t.out_dtype.itemsize <= 4 else None
+    out = t.out_dtype
     rank = vh.shape[0]
     long = t.wrap(us, rank, t.dtype)
     if compute:
         (long,), _ = t.run([long], reads=False)
     long = long if long.dtype == out else long.astype(out)
     short = vh if vh.dtype == out else vh.astype(out)
-    s_dtype = np.finfo(out).dtype if out.kind == "c" else out
-    s = s.astype(real or s_dtype)
+    s = s.astype(np.finfo(out).dtype)  # the real dtype of the caller's
     if t.transposed:  # we factorised aᴴ = U S Vh, so a = Vhᴴ S Uᴴ
         return short.conj().T, s, long.conj().T
     return long, s, short
