@@ -243,8 +243,9 @@ def gram_log_volume(a, out, ok, take_log=True):
     batch, n, k = a.shape
     n_blocks = (batch + _LANES - 1) // _LANES
     args = (a, out, ok, bool(take_log), acceptance_limit(n, k))
+    workers = n_workers()
     with slp_vectorizer():
-        if batch * n * k * k < _SERIAL_FLOPS:
-            _gram_chunk(0, n_blocks, *args)
+        if workers == 1 or batch * n * k * k < _SERIAL_FLOPS:
+            _gram_chunk(0, n_blocks, *args)  # one product call over the whole batch
         else:
-            parallel_for(_gram_chunk, n_blocks, *args, n_chunks=min(n_blocks, 4 * n_workers()))
+            parallel_for(_gram_chunk, n_blocks, *args, n_chunks=min(n_blocks, 4 * workers))
