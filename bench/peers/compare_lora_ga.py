@@ -1,6 +1,6 @@
 """LoRA-GA side by side: init stage vs PEFT 0.21 and the official code; estimation memory.
 
-``python bench/compare.py lora_ga [--quick] [--layers L] [--repeat N]``
+``python bench/compare.py lora_ga [--quick] [--small] [--ranks 8,16] [--layers L] [--repeat N]``
 
 1. Init stage (SVD + factor construction) on a stack of L float32 gradients per shape
    (4096 x 4096 and 4096 x 11008, singular values 1/i, r = 8 and 32), torch CPU:
@@ -26,6 +26,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+
+# all-MiniLM-L6-v2 all-linear: 24 attention matrices 384 x 384, 6 of 1536 x 384 and 6 of
+# 384 x 1536 per model; the squares stand for the widths between MiniLM and 4096.
+SMALL_LAYERS = {(384, 384): 24, (1536, 384): 6, (384, 1536): 6, (768, 768): 8, (1536, 1536): 4}
 
 
 def _spectrum_stack(m, n, layers, seed=0):
@@ -88,17 +93,20 @@ def _sine(B, U_block):
 
 
 def init_stage(shapes, ranks, layers, repeat):
+    """``layers``: one count for every shape, or a dict shape -> count."""
     import torch
 
     import lowrank
 
     rows = []
     for m, n in shapes:
-        stack, Us = _spectrum_stack(m, n, layers)
+        count = layers[m, n] if isinstance(layers, dict) else layers
+        stack, Us = _spectrum_stack(m, n, count)
         for r in ranks:
             blocks = [U[:, r : 2 * r] for U in Us]
             runs = {
-                "lowrank": lambda s=stack, r=r: lowrank.lora_ga_init(s, r, scaling=2.0, rng=0).B,
+                "lowrank": lambda s=stack, r=r: lowrank.lora_ga_init(
+                    s, r, scaling=2.0, rng=0, compat="paper").B,
                 "PEFT": lambda s=stack, r=r: [peft_factors(g, r)[1] for g in s],
                 "official": lambda s=stack, r=r: [official_factors(g, r)[1] for g in s],
             }
@@ -106,7 +114,7 @@ def init_stage(shapes, ranks, layers, repeat):
             for name, fn in runs.items():
                 torch.manual_seed(0)
                 t, Bs = _median_time(fn, repeat)
-                sine = max(_sine(Bs[i], blocks[i]) for i in range(layers))
+                sine = max(_sine(Bs[i], blocks[i]) for i in range(count))
                 res[name] = (t, sine)
             for name, ((wall, cpu), sine) in res.items():
                 ratio = cpu / res["lowrank"][0][1]
@@ -299,6 +307,8 @@ def _minilm_child(method, queue):
     model.zero_grad(set_to_none=True)
     if method == "lowrank":
         model = peft.get_peft_model(model, peft.LoraConfig(r=8, target_modules=sorted(names)))
+        loss(model, batches[0]).backward()  # first run of the LoRA branch's ops, not measured
+        model.zero_grad(set_to_none=True)
         sampler = _RssSampler()
         grads = estimate_gradients(model, batches, loss_fn=loss, progress=False)
     else:
@@ -346,7 +356,9 @@ def main(argv):
     parser.add_argument("--minilm", action="store_true",
                         help="only the estimation memory on all-MiniLM-L6-v2 (installed wheel)")
     parser.add_argument("--small", action="store_true",
-                        help="init stage at the 384-wide MiniLM shapes instead")
+                        help="init stage at MiniLM's shapes (as many layers of each as the "
+                             "model has) and 768/1536-wide squares instead")
+    parser.add_argument("--ranks", default="8,32", help="comma-separated LoRA ranks")
     parser.add_argument("--evidence", action="store_true",
                         help="only the read-cost and Krylov-setting tables (r = 8)")
     args = parser.parse_args(argv)
@@ -359,8 +371,10 @@ def main(argv):
     warnings.filterwarnings("ignore", message="Full backward hook")  # PEFT's own hooks
     print(f"peft {peft.__version__}, torch threads {torch.get_num_threads()}")
     shapes = [(1024, 1024), (1024, 2752)] if args.quick else [(4096, 4096), (4096, 11008)]
+    layers = args.layers
     if args.small:
-        shapes = [(384, 384), (1536, 384), (384, 1536)]
+        layers = dict(SMALL_LAYERS)
+        shapes = list(layers)
     if args.minilm:
         minilm_memory()
         return 0
@@ -376,7 +390,7 @@ def main(argv):
         "ratio = CPU time / lowrank CPU time:",
     )
     if not args.memory_only:
-        init_stage(shapes, [8, 32], args.layers, args.repeat)
+        init_stage(shapes, [int(r) for r in args.ranks.split(",")], layers, args.repeat)
     print("estimation memory:")
     estimation_memory([512] * 4 if args.quick else [2048] * 5)
     return 0

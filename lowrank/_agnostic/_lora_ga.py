@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+from ._lora_ga_krylov import lean_krylov_triplets
 from ._operator import as_operator
 from ._randomized import randomized_svd
 
@@ -44,8 +45,8 @@ def svd_defaults(rank: int, n_oversamples: int | None, n_power_iter: int | None)
     4 columns up, a product with a 4096 x 4096 float32 gradient takes at least ~11 ms on
     one core; ``bench/compare.py lora_ga --evidence``). Measured against the exact block on float32
     gradients with a 1/i spectrum (``bench/peers/compare_lora_ga.py``): largest
-    principal-angle sine 1e-4 to 1e-3 at r = 8 and 32, against PEFT's
-    ``svd_lowrank(q=4r, niter=4)`` (10 reads of 4r columns) at 7e-4 to 4e-3.
+    principal-angle sine 3e-4 to 1.5e-3 at r = 8 and 32 (384 to 11008 wide), against
+    PEFT's ``svd_lowrank(q=4r, niter=4)`` (10 reads of 4r columns) at 1e-3 to 6.5e-3.
     ``n_oversamples`` given: block width ``2r + n_oversamples`` (the wide-block layout).
     """  # numpydoc ignore=PR01,RT01
     block = max(16, rank) if n_oversamples is None else 2 * rank + n_oversamples
@@ -59,20 +60,33 @@ def top_triplets(
 ) -> tuple[Any, Any, Any]:
     """Leading ``k`` singular triplets of ``g`` (..., m, n), exact or randomized.
 
-    The randomized path is the library's block Krylov SVD
-    (:func:`lowrank._agnostic._randomized.randomized_svd`) with blocks of width
-    ``block`` and depth ``depth`` (see :func:`svd_defaults`). Small problems (Krylov
-    space of at least half of min(m, n)) use the exact SVD: it is cheaper there and has
-    no sampling error.
+    Randomized: a block Krylov SVD with blocks of width ``block`` and depth ``depth``
+    (see :func:`svd_defaults`). Real gradients whose short side holds the Krylov space
+    take the lean variant (``_lora_ga_krylov``; its light bookkeeping is what makes
+    384-1536-wide layers fast). Where it declines (a numerically rank-deficient space,
+    an unresolved σ_k) or does not apply: the library's general
+    :func:`lowrank._agnostic._randomized.randomized_svd`, or the exact SVD when the
+    space spans at least half of min(m, n) (cheaper there, no sampling error). The
+    exact SVD also when the Krylov space is narrower than ``k``.
     Performs no input validation.
     """  # numpydoc ignore=PR01,RT01
     m, n = g.shape[-2], g.shape[-1]
     width = min(block, m, n)
     krylov_dim = width * (depth + 1)
-    if svd == "exact" or 2 * krylov_dim >= min(m, n) or krylov_dim < k:
-        from .._svd import truncated_svd
+    if svd != "exact" and krylov_dim >= k:
+        if krylov_dim <= min(m, n) and xp.isdtype(g.dtype, "real floating"):
+            lean = lean_krylov_triplets(g, k, block=width, depth=depth, rand=rand, xp=xp)
+            if lean is not None:
+                return lean
+        if 2 * krylov_dim < min(m, n):
+            return _general_triplets(g, k, width, depth, rand, xp)
+    from .._svd import truncated_svd
 
-        return tuple(truncated_svd(g, k, check_finite=False, xp=xp))  # type: ignore[return-value]
+    return tuple(truncated_svd(g, k, check_finite=False, xp=xp))  # type: ignore[return-value]
+
+
+def _general_triplets(g: Any, k: int, width: int, depth: int, rand: Any, xp: Any) -> Any:
+    """The library's block Krylov randomized SVD on the short side of ``g``."""  # numpydoc ignore=PR01,RT01
     op = as_operator(g, xp, g.dtype)
     return randomized_svd(
         op.T if op.m < op.n else op, k, n_oversamples=0,

@@ -99,10 +99,10 @@ def plan_factors(
             opts["weight"] = torch.stack([_weight_oi(p) for p, _ in chunk]).float()
         r, s = chunk[0][0].A.shape[0], chunk[0][0].scaling
         (A0, B0), info = lora_ga_init(stack, r, scaling=s, rng=gen, return_info=True, **opts)
-        energy = (info.S[:, : 2 * r].double() ** 2).sum(-1) / (stack.double() ** 2).sum((-2, -1))
+        energy = (info.S[:, : 2 * r].double() ** 2).sum(-1) / _squared_norms_(stack, info.S)
         del stack
         for i, (pair, _) in enumerate(chunk):
-            offset_max = float((s * (B0[i] @ A0[i])).abs().max())
+            offset_max = abs(s) * float((B0[i] @ A0[i]).abs_().max())  # one m x n temporary
             w_max = float(pair.weight.detach().abs().max())
             ratio = offset_max / max(w_max, torch.finfo(torch.float32).tiny)
             a, b = A0[i], B0[i]
@@ -116,6 +116,20 @@ def plan_factors(
             )
     _warn_large_offsets(pairs, infos)
     return factors, infos
+
+
+def _squared_norms_(stack: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """``||G_i||_F²`` in float64 from a float32 norm, scaling `stack` in place (it is ours).
+
+    A float64 copy would double the chunk's memory; a plain float32 sum of squares
+    underflows below ~1e-19 and overflows above ~1e19. Each matrix is first multiplied
+    by the power of two nearest ``1/σ_1`` (exact), so its entries are at most ~1.
+    """  # numpydoc ignore=PR01,RT01
+    s1 = S[:, 0].double()
+    k = torch.where(s1 > 0, -torch.round(torch.log2(s1)), torch.zeros_like(s1)).clamp(-120, 120)
+    scale = torch.exp2(k)
+    stack.mul_(scale.to(stack.dtype)[:, None, None])
+    return (torch.linalg.vector_norm(stack, dim=(-2, -1)).double() / scale) ** 2
 
 
 def offset_bound(norm_clip: Any, dtype: torch.dtype) -> float | None:
