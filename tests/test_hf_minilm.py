@@ -172,9 +172,12 @@ def test_bf16_default_init_stays_within_bf16_rounding(encoder, check):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no large-offset warning with the default
         lt.lora_ga_init_(model, grads, check_inputs=check)
+        # the official scaling too, with the default bf16 bound on the offsets
+        lt.lora_ga_init_(copy.deepcopy(unclipped), grads, check_inputs=check, compat="paper")
     snap = _snapshot(unclipped)
+    # the official code's scaling: offsets 10³-10⁵x the default's, above the weight unclipped
     with pytest.warns(UserWarning, match="exceeds its low-precision base weight"):
         _, info = lt.lora_ga_init_(copy.deepcopy(unclipped), grads, norm_clip=False,
-                                   return_info=True)
+                                   compat="paper", return_info=True)
     assert max(i.offset_ratio for i in info.values()) > 1
     _assert_bitwise(unclipped, snap)

@@ -26,6 +26,11 @@ def _gradient(out=OUT, inn=IN, seed=0, decay=0.8):
     return matrix_with_spectrum(out, inn, decay ** np.arange(k), seed=seed)
 
 
+def _paper(g, rank, **kwargs):
+    """lora_ga_init with the official code's semantics (the derivation's invariants)."""
+    return lowrank.lora_ga_init(g, rank, compat="paper", **kwargs)
+
+
 def _tol(dtype, scale=1.0):
     return 200 * eps(dtype) * scale
 
@@ -48,7 +53,7 @@ def _indices(A, B, g):
 def test_paper_invariants(xp, dtype, asarray, direction):
     """A Aᵀ = Bᵀ B = ζ² I; first step = s² ζ² G_2r; equals the official code."""
     g = _gradient()
-    A, B = lowrank.lora_ga_init(asarray(g, dtype), R, scaling=S_SCALE, direction=direction, rng=3)
+    A, B = _paper(asarray(g, dtype), R, scaling=S_SCALE, direction=direction, rng=3)
     assert same_namespace(xp, A)
     assert (A.dtype, B.dtype) == (dtype, dtype)
     assert (A.shape, B.shape) == ((R, IN), (OUT, R))
@@ -72,7 +77,7 @@ def test_worked_example_diag():
     """Worked example: G = diag(4,3,2,1), r = 1, residual 5 for both assignments."""
     g = np.diag([4.0, 3.0, 2.0, 1.0])
     for direction in ("ArB2r", "A2rBr"):
-        A, B = lowrank.lora_ga_init(
+        A, B = _paper(
             g, 1, scaling=1.0, scale="unit", direction=direction, svd="exact"
         )
         step = B @ (B.T @ g) + (g @ A.T) @ A
@@ -84,7 +89,7 @@ def test_worked_example_diag():
 def test_objective_is_rank_2r_tail(direction):
     """The LoRA-GA objective equals Σ_{i>=2r} σ_i², and random orthonormal pairs do worse."""
     g = _gradient(seed=1)
-    A, B = lowrank.lora_ga_init(g, R, scaling=1.0, scale="unit", direction=direction, rng=0)
+    A, B = _paper(g, R, scaling=1.0, scale="unit", direction=direction, rng=0)
     s = np.linalg.svd(g, compute_uv=False)
     tail = float(np.sum(s[2 * R :] ** 2))
     assert lora_ga_objective(g, A, B) == pytest.approx(tail, rel=1e-10)
@@ -98,7 +103,7 @@ def test_objective_is_rank_2r_tail(direction):
 def test_gd_scale_first_step_is_g2r(xp, asarray):
     """scale="gd_scale": s²(B Bᵀ G + G Aᵀ A) = G_2r."""
     g = _gradient(seed=2)
-    A, B = lowrank.lora_ga_init(asarray(g), R, scaling=S_SCALE, scale="gd", rng=0)
+    A, B = _paper(asarray(g), R, scaling=S_SCALE, scale="gd", rng=0)
     A, B = to_numpy(A), to_numpy(B)
     step = S_SCALE**2 * (B @ (B.T @ g) + (g @ A.T) @ A)
     np.testing.assert_allclose(step, best_rank(g, 2 * R), atol=1e-10)
@@ -123,7 +128,7 @@ def test_weight_svd_matches_oracle(compat):
 def test_norm_clip_matches_official_oracle(xp, asarray, weight_scale, scale):
     g = _gradient(seed=6)
     w = weight_scale * matrix_with_spectrum(OUT, IN, np.linspace(2.0, 0.5, IN), seed=7)
-    A, B = lowrank.lora_ga_init(
+    A, B = _paper(
         asarray(g), R, scaling=S_SCALE, scale=scale, weight=asarray(w), norm_clip=True,
         svd="exact",
     )
@@ -136,7 +141,7 @@ def test_norm_clip_matches_official_oracle(xp, asarray, weight_scale, scale):
     if weight_scale < 1:  # clipped: the offset's largest entry is the weight's
         assert np.max(np.abs(offset)) == pytest.approx(np.max(np.abs(w)), rel=1e-10)
     else:
-        plain = lowrank.lora_ga_init(g, R, scaling=S_SCALE, scale=scale, svd="exact")
+        plain = _paper(g, R, scaling=S_SCALE, scale=scale, svd="exact")
         np.testing.assert_allclose(np.abs(B), np.abs(to_numpy(plain.B)), atol=1e-12)
 
 
@@ -148,6 +153,15 @@ def test_norm_clip_is_per_matrix_in_a_batch():
     assert top[0] == pytest.approx(1e-4, rel=1e-9)  # clipped
     plain = lowrank.lora_ga_init(g[1], R, scaling=S_SCALE, rng=0)
     np.testing.assert_allclose(np.abs(B[1]), np.abs(plain.B), atol=1e-6)  # untouched
+
+
+def test_default_is_peft_semantics():
+    """No options: PEFT's LoRA-GA (B0 carries the singular values, stable on B0 only)."""
+    g = _gradient(seed=6)
+    A, B = lowrank.lora_ga_init(g, R, scaling=S_SCALE, svd="exact")
+    A_ref, B_ref, _ = peft_init(g, np.ones_like(g), R, S_SCALE, "ArB2r", "stable")
+    np.testing.assert_allclose(_align(A, A_ref, 1), A_ref, atol=1e-10)
+    np.testing.assert_allclose(_align(B, B_ref, 0), B_ref, atol=1e-10)
 
 
 @pytest.mark.parametrize("scale", ["stable", "gd_scale", "unit"])
@@ -234,12 +248,12 @@ def test_low_precision_and_integer_inputs():
 def test_zero_gradient_warns_and_gives_orthonormal_factors(xp, asarray):
     g = asarray(np.zeros((OUT, IN)))
     with pytest.warns(UserWarning, match="exactly zero"):
-        A, B = lowrank.lora_ga_init(g, R, scaling=1.0, scale="unit", rng=0)
+        A, B = _paper(g, R, scaling=1.0, scale="unit", rng=0)
     A, B = to_numpy(A), to_numpy(B)
     np.testing.assert_allclose(A @ A.T, np.eye(R), atol=1e-12)
     np.testing.assert_allclose(B.T @ B, np.eye(R), atol=1e-12)
     with pytest.warns(UserWarning, match="exactly zero"):
-        A, B = lowrank.lora_ga_init(np.zeros((400, 300)), R, scaling=1.0, scale="unit", rng=0)
+        A, B = _paper(np.zeros((400, 300)), R, scaling=1.0, scale="unit", rng=0)
     np.testing.assert_allclose(A @ A.T, np.eye(R), atol=1e-12)
     np.testing.assert_allclose(B.T @ B, np.eye(R), atol=1e-12)
 
@@ -296,7 +310,7 @@ def test_rank_deficient_gradient_gives_orthonormal_factors(xp, asarray):
     """rank(G) < 2r (few tokens): the trailing vectors are arbitrary but orthonormal."""
     rng = np.random.default_rng(0)
     g = rng.standard_normal((400, 3)) @ rng.standard_normal((3, 300))
-    A, B = lowrank.lora_ga_init(asarray(g), 4, scaling=1.0, scale="unit", rng=0)
+    A, B = _paper(asarray(g), 4, scaling=1.0, scale="unit", rng=0)
     A, B = to_numpy(A), to_numpy(B)
     np.testing.assert_allclose(A @ A.T, np.eye(4), atol=1e-10)
     np.testing.assert_allclose(B.T @ B, np.eye(4), atol=1e-10)

@@ -136,7 +136,7 @@ def test_lora_ga_init_peft_model(cfg):
     """Outputs unchanged; scaling read from each layer; first step = s²ζ² G_2r (LoRA-GA, arXiv:2407.05000)."""
     base, model, grads, X, _ = _init_model(**cfg)
     w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
-    state = lt.lora_ga_init_(model, grads, check_inputs=X)
+    state = lt.lora_ga_init_(model, grads, check_inputs=X, compat="paper")
     for pair in lt.find_lora_pairs(model):
         assert state[pair.name].scaling == pair.scaling
         key = pair.name.replace(".default", ".base_layer.weight")
@@ -363,7 +363,7 @@ def test_end_to_end_first_step_and_loss_curve():
     cfg = {"r": 4, "lora_alpha": 8}
     model = _peft(copy.deepcopy(base), seed=1, **cfg)
     grads = lt.estimate_gradients(model, [(X, Y)], loss_fn=_mse, progress=False)
-    lt.lora_ga_init_(model, grads, scale="gd_scale", svd="exact")
+    lt.lora_ga_init_(model, grads, scale="gd_scale", svd="exact", compat="paper")
     pairs = lt.find_lora_pairs(model)
     before = [(p.weight + p.scaling * p.B @ p.A).detach().double() for p in pairs]
     _train(model, X, Y, 1, lr=1e-3)
@@ -375,7 +375,8 @@ def test_end_to_end_first_step_and_loss_curve():
         assert cos >= 0.999
     steps, lr = 60, 0.2
     ga = _peft(copy.deepcopy(base), seed=1, **cfg)
-    lt.lora_ga_init_(ga, lt.estimate_gradients(ga, [(X, Y)], loss_fn=_mse, progress=False))
+    lt.lora_ga_init_(ga, lt.estimate_gradients(ga, [(X, Y)], loss_fn=_mse, progress=False),
+                     compat="paper")
     loss_ga = _train(ga, X, Y, steps, lr)
     loss_lora = _train(_peft(copy.deepcopy(base), seed=1, **cfg), X, Y, steps, lr)
     assert loss_ga[0] == pytest.approx(loss_lora[0], rel=1e-5)  # same function at init

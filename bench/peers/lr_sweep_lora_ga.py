@@ -1,6 +1,7 @@
 """LoRA-GA learning-rate sweep on the real all-MiniLM-L6-v2: every `scale` vs LoRA and PEFT.
 
-``python bench/peers/lr_sweep_lora_ga.py [--quick] [--steps N] [--seeds K] [--lrs a,b,..]``
+``python bench/peers/lr_sweep_lora_ga.py [--quick] [--steps N] [--seeds K] [--lrs a,b,..]
+[--methods m1,m2,..]``
 
 Task: binary sentiment of synthetic sentences built from word lists
 ("the service was not really wonderful"), a negation flips the label, so the classifier
@@ -14,7 +15,8 @@ dropout off, LoRA r = 8, alpha = 16 on every linear layer of the encoder and the
 Methods: vanilla LoRA (PEFT's default init); PEFT 0.21's own LoRA-GA
 (``init_lora_weights="lora_ga"``, default ``LoraGAConfig``) fed the same estimated
 gradients; lowrank's ``lora_ga_init_`` with each ``scale`` (``compat="paper"``) and
-``compat="peft"`` (``--methods stable/peft``). Gradients:
+``compat="peft"`` (``--methods stable/peft``), and ``default`` (no options: lowrank's
+defaults). ``--methods`` runs only the chosen rows (comma-separated). Gradients:
 ``lowrank.torch.estimate_gradients`` over 4 training
 batches. Printed: held-out accuracy (mean and min over seeds, and how many seeds stay
 at chance, accuracy < 0.6), and the largest offset ``max|s B0 A0|`` per method.
@@ -129,10 +131,11 @@ def build(method: str, base, grads: dict[str, torch.Tensor], seed: int):
                for k in before}  # fmt: skip
         offset = max(float((w - new[k]).abs().max()) for k, w in before.items())
         return pm, offset
-    scale, compat = method.split("/")
+    # "default": lowrank's defaults, no options; "<scale>/<compat>": those two options
+    options = {} if method == "default" else dict(zip(("scale", "compat"), method.split("/")))
     pm = peft.get_peft_model(model, lora_config())
     keyed = {f"base_model.model.{k}": v for k, v in grads.items()}
-    state = lt.lora_ga_init_(pm, keyed, scale=scale, compat=compat, rng=seed)
+    state = lt.lora_ga_init_(pm, keyed, rng=seed, **options)
     offset = max(float((s.scaling * s.B.float() @ s.A.float()).abs().max()) for s in state.values())
     return pm, offset
 
@@ -180,8 +183,15 @@ def main(argv: list[str]) -> int:
 
     methods = ["LoRA", "PEFT LoRA-GA", "stable/paper", "gd_scale/paper", "unit/paper",
                "weight_svd/paper"]  # fmt: skip
-    if args.methods:
+    if args.methods:  # only the chosen rows, e.g. --methods "default,PEFT LoRA-GA"
         methods = args.methods.split(",")
+    known = {"LoRA", "PEFT LoRA-GA", "default"}
+    scales, compats = ("stable", "gd_scale", "unit", "weight_svd"), ("paper", "peft")
+    bad = [m for m in methods
+           if m not in known and not (m.count("/") == 1 and m.split("/")[0] in scales
+                                      and m.split("/")[1] in compats)]  # fmt: skip
+    if bad:
+        ap.error(f"--methods: unknown {bad}; use LoRA, 'PEFT LoRA-GA', default or <scale>/<compat>")
     lrs = [float(x) for x in args.lrs.split(",")]
     steps, n_seeds = (40, 1) if args.quick else (args.steps, args.seeds)
     tok = transformers.AutoTokenizer.from_pretrained(model_dir())

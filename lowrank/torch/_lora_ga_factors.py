@@ -19,7 +19,7 @@ __all__ = ["LoraGALayerInfo", "plan_factors"]
 
 _CHUNK_ENTRIES = 2**27
 # Default offset bound for bf16/fp16 base weights, as a fraction of max|W|. Measured on
-# all-MiniLM-L6-v2 in bf16 (all attention and MLP layers, r = 8, the stable scale, two
+# all-MiniLM-L6-v2 in bf16 (all attention and MLP layers, r = 8, compat="paper" stable, two
 # gradient seeds): the change of the float32-evaluated function at init, against the
 # model's own bf16 rounding error, was 0.9-1.1x without a bound, 0.9x at bound 1 (the
 # official norm_clip) and 0.55x at bound 1/2.

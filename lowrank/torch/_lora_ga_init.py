@@ -103,8 +103,10 @@ def lora_ga_init_(
         offset size).
     **options
         Passed to `lowrank.lora_ga_init`: ``direction``, ``scale``, ``stable_gamma``,
-        ``compat``, ``svd``, ``n_oversamples``, ``n_power_iter``; any other name raises
-        ``TypeError``. ``norm_clip`` is applied here, per layer: where the offset's
+        ``compat``, ``svd``, ``n_oversamples``, ``n_power_iter``, with its defaults
+        (PEFT's LoRA-GA: ``compat="peft"``, ``scale="stable"``; ``compat="paper"`` for
+        the official code, with a 3-10x smaller learning rate than vanilla LoRA's);
+        any other name raises ``TypeError``. ``norm_clip`` is applied here, per layer: where the offset's
         largest entry exceeds ``c * max|W|``, both factors are multiplied by
         ``sqrt(c max|W| / max|s B0 A0|)``. ``True``: c = 1 (the official code's
         ``norm_clip``); a positive number: that c; ``False``: never. Default (None):
@@ -112,7 +114,8 @@ def lora_ga_init_(
         clipped layer's first step is smaller than LoRA-GA's by the same factor, in
         exchange for a residual weight ``W - s B0 A0`` whose rounding to bf16/fp16
         keeps the model's outputs within its own rounding error (measured on
-        all-MiniLM-L6-v2 in bf16, r = 8: unclipped offsets reach 2-3x max|W| and move
+        all-MiniLM-L6-v2 in bf16, r = 8, ``compat="paper"``, whose offsets are
+        10³-10⁵x the default's: unclipped offsets reach 2-3x max|W| and move
         the function by 0.9-1.1x that error, c = 1 by 0.9x, c = 1/2 by 0.55x; the bf16
         outputs themselves then differ from the float32 ones by 3x the error before
         the init instead of 4.2-4.6x). A ``UserWarning``
