@@ -57,12 +57,12 @@ def _times(y: Any, st: tuple[Any, bool]) -> Any:
 
 def _proj(q: Any, y: Any) -> Any:
     """``q_iᴴ y_i`` (None without a basis)."""  # numpydoc ignore=PR01,RT01
-    return None if q is None or y is None else k.h(k.cat(q)) @ y
+    return None if q is None or y is None else k.qh_y(q, y)
 
 
 def _sub(y: Any, q: Any, coef: Any) -> Any:
     """``y_i − q_i coef``."""  # numpydoc ignore=PR01,RT01
-    return y if q is None or coef is None else y - k.cat(q) @ coef
+    return y if q is None or coef is None else y - k.q_times(q, coef)
 
 
 def _second(g: Any, first: tuple[Any, bool], coef: Any, dtype: Any) -> tuple[Any, bool]:

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "NOISE", "add", "adjoint", "cat", "chol_step", "forward", "gram", "h", "maxabs",
-    "pow2_factor", "sqsum", "stats",
+    "NOISE", "add", "adjoint", "chol_step", "forward", "gram", "h", "maxabs",
+    "pow2_factor", "q_times", "qh_y", "sqsum", "stats",
 ]
 
 # A direction is real above NOISE·eps of the block (the in-memory path's threshold).
@@ -27,11 +27,23 @@ def h(x: Any) -> Any:
     return x.conj().T if np.iscomplexobj(x) else x.T
 
 
-def cat(blocks: Any) -> Any:
-    """Basis blocks of one chunk side by side (a single array passes through)."""  # numpydoc ignore=PR01,RT01
+def qh_y(blocks: Any, y: Any) -> Any:
+    """``Qᴴ y`` for the basis blocks of one chunk, block by block (no concatenated copy)."""  # numpydoc ignore=PR01,RT01
     if isinstance(blocks, np.ndarray):
-        return blocks
-    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+        return h(blocks) @ y
+    return np.concatenate([h(b) @ y for b in blocks], axis=0)
+
+
+def q_times(blocks: Any, coef: Any) -> Any:
+    """``Q coef`` for the basis blocks of one chunk, block by block (no concatenated copy)."""  # numpydoc ignore=PR01,RT01
+    if isinstance(blocks, np.ndarray):
+        return blocks @ coef
+    out, start = None, 0
+    for b in blocks:
+        part = b @ coef[start:start + b.shape[1]]
+        out = part if out is None else out.__iadd__(part)
+        start += b.shape[1]
+    return out
 
 
 def add(x: Any, y: Any) -> Any:
@@ -74,7 +86,7 @@ def _scaled_sqsum(w: Any, big: float) -> float:
 def adjoint(a: Any, q_blocks: Any, c: float, dtype: Any) -> Any:
     """``c · a_iᴴ q_i`` as ``(q_iᴴ a_i)ᴴ`` (a chunk's share of a reduced product)."""  # numpydoc ignore=PR01,RT01
     with np.errstate(invalid="ignore", over="ignore"):
-        w = h(h(cat(q_blocks)) @ _work(a, dtype))
+        w = h(qh_y(q_blocks, _work(a, dtype)))
         return w if c == 1.0 else w * dtype.type(c)
 
 

@@ -26,7 +26,7 @@ __all__ = ["exact", "probe_error_sq", "randqb"]
 def _residual_chunk(a: Any, x: Any, c: float, dtype: Any, q: Any, bx: Any) -> Any:
     """``c a_i x − q_i (B x)`` (no basis yet: ``c a_i x``)."""  # numpydoc ignore=PR01,RT01
     y = k.forward(a, x, c, dtype)
-    return y if q is None else y - k.cat(q) @ bx
+    return y if q is None else y - k.q_times(q, bx)
 
 
 def _residual(t: Tall, qs: list[Any] | None, b: Any, x: Any) -> list[Any]:

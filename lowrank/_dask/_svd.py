@@ -135,7 +135,7 @@ def _residual_task(w: Any, qs: list[list[Any]], aw: list[list[Any]], ys: list[An
 
 
 def _resid_chunk(aw: list[Any], q: list[Any], vk: Any, lk: Any) -> Any:
-    r = k.cat(aw) @ vk - k.cat(q) @ (vk * lk.astype(vk.dtype)[None, :])
+    r = k.q_times(aw, vk) - k.q_times(q, vk * lk.astype(vk.dtype)[None, :])
     return np.sum(np.abs(r).astype(np.float64) ** 2, axis=0)
 
 
@@ -164,7 +164,7 @@ def small_svd(t: Tall, basis: Basis, rank: int) -> tuple[list[Any], Any, Any]:
 
 
 def _combine(q: list[Any], m: Any) -> Any:
-    return k.cat(q) @ m
+    return k.q_times(q, m)
 
 
 def _phases(vh: Any) -> Any:
