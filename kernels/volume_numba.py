@@ -337,10 +337,12 @@ def _volume_blocks(a, out, take_log, first, stop, lanes):
 _SERIAL_FLOPS = 200_000  # smaller batches run serially: threads cost more than they save
 
 
-@njit
 def _volume_range(first, stop, a, out, take_log, lanes):
-    # blocks first..stop-1, in the argument order of _threads.parallel_for
-    _volume_blocks(a, out, take_log, first, stop, lanes)
+    # blocks first..stop-1, in the argument order of _threads.parallel_for; errstate is
+    # per thread (NUMBA_DISABLE_JIT=1: NumPy scalars warn on the inf/NaN that the
+    # safe-range checks catch), hence here and not around the parallel_for call
+    with np.errstate(all="ignore"):
+        _volume_blocks(a, out, take_log, first, stop, lanes)
 
 
 def log_gram_volume(a, out, take_log=True):
