@@ -20,10 +20,12 @@ from ._layers import LoraPair
 __all__ = [
     "INIT_OPTIONS",
     "check_base_weights",
+    "check_config_not_initialised",
     "check_not_initialised",
     "check_option_names",
     "check_ranks",
     "find_ties",
+    "mark_config_initialised",
     "mark_initialised",
     "restore_on_failure",
     "untie_",
@@ -79,6 +81,53 @@ def check_not_initialised(pairs: Iterable[LoraPair]) -> None:
                 "LoRA-GA must offset the unmerged base weight: call unmerge_adapter() first"
             )
             raise ValueError(msg)
+        if bool(pair.B.detach().any()):
+            msg = (
+                f"LoRA layer {pair.name!r} has a nonzero lora_B: the adapter already changes "
+                "the model (trained, loaded, or a non-zero init), and LoRA-GA would replace "
+                "it, changing the model's outputs. Initialise a fresh adapter (B = 0)"
+            )
+            raise ValueError(msg)
+
+
+def _peft_configs(model: Any) -> dict[str, Any]:
+    """The model's PEFT configs by adapter name (empty for a model without them)."""  # numpydoc ignore=PR01,RT01
+    configs = getattr(model, "peft_config", None)
+    return configs if isinstance(configs, dict) else {}
+
+
+def check_config_not_initialised(model: Any, pairs: Iterable[LoraPair]) -> None:
+    """Refuse adapters whose PEFT config records a LoRA-GA init (``init_lora_weights``).
+
+    The in-memory mark does not survive ``save_pretrained``; the config does, so a
+    reloaded LoRA-GA adapter (whose base must carry the offset) is recognised too.
+    """  # numpydoc ignore=PR01
+    configs = _peft_configs(model)
+    for key in dict.fromkeys(_adapter_key(p) for p in pairs):
+        if getattr(configs.get(key), "init_lora_weights", None) == "lora_ga":
+            msg = (
+                f"adapter {key!r} was already initialised by LoRA-GA: its PEFT config says "
+                "init_lora_weights='lora_ga' (after an init, or reloaded from what "
+                "save_pretrained wrote), so its base weights carry the offset and a second "
+                "init would subtract another one. Rebuild the initialised model with "
+                "apply_lora_ga_offset_ from the saved state, or load the stock-PEFT export "
+                "(export_lora_adapter) on the original base; for a fresh adapter, use "
+                "PEFT's default init_lora_weights instead of 'lora_ga'"
+            )
+            raise ValueError(msg)
+
+
+def mark_config_initialised(model: Any, pairs: Iterable[LoraPair]) -> None:
+    """Record the LoRA-GA init in the adapters' PEFT configs, which save_pretrained writes.
+
+    ``init_lora_weights="lora_ga"`` is PEFT's own value for LoRA-GA adapters; loading
+    such a saved adapter with stock PEFT works (PEFT then initialises the layers
+    plainly and loads the saved weights over them).
+    """  # numpydoc ignore=PR01
+    configs = _peft_configs(model)
+    for key in dict.fromkeys(_adapter_key(p) for p in pairs):
+        if key in configs and hasattr(configs[key], "init_lora_weights"):
+            configs[key].init_lora_weights = "lora_ga"
 
 
 def mark_initialised(pairs: Iterable[LoraPair]) -> None:

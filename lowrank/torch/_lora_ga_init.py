@@ -18,10 +18,12 @@ from ._layers import LoraPair, find_lora_pairs, unsupported_lora_layers
 from ._grad_svd_init import sketch_factors, stand_ins
 from ._lora_ga_checks import (
     check_base_weights,
+    check_config_not_initialised,
     check_not_initialised,
     check_option_names,
     check_ranks,
     find_ties,
+    mark_config_initialised,
     mark_initialised,
     restore_on_failure,
     untie_,
@@ -59,8 +61,12 @@ def lora_ga_init_(
     Every check runs before the first write: option names, ranks (``2 r <= min(out,
     in)``), gradient shapes and finiteness, quantized or non-floating bases, embedding
     or convolution LoRA (refused by name), weights shared with any other module, and
-    adapters initialised already (a second init, also after ``merge_adapter()`` or on
-    an inactive adapter, is refused: the base weight already carries an offset). A
+    adapters initialised already (a second init, also after ``merge_adapter()``, on
+    an inactive adapter, or on an adapter reloaded from ``save_pretrained``, is
+    refused: the base weight already carries an offset) or with a nonzero ``lora_B``
+    (trained or loaded: replacing it would change the model). Success is recorded on
+    the layers and as ``init_lora_weights="lora_ga"`` (PEFT's own value for LoRA-GA)
+    in the adapter's PEFT config, which ``save_pretrained`` writes. A
     failure after the first write (a layer or output check) restores every touched
     tensor exactly; this keeps one copy of the touched tensors during the call. A
     ``DistributedDataParallel`` wrapper is unwrapped; with equal gradients (from
@@ -135,8 +141,8 @@ def lora_ga_init_(
     ValueError
         If `grads` has a gradient for none of the layers, a gradient is misshaped or
         not finite, `rank` disagrees with a layer, ``2 r > min(out, in)``, a weight
-        is shared (without `untie`), an adapter was initialised already or is
-        merged, an embedding/convolution LoRA
+        is shared (without `untie`), an adapter was initialised already, is merged
+        or has a nonzero ``lora_B``, an embedding/convolution LoRA
         layer is targeted, or the outputs changed. The model is then unchanged.
 
     Warns
@@ -179,6 +185,7 @@ def lora_ga_init_(
         growth = 1 + max((i.offset_ratio for i in infos.values()), default=0.0)
         model_outputs_close(model, check_inputs, before, growth)
     mark_initialised(pairs)
+    mark_config_initialised(model, pairs)
     return (state, infos) if return_info else state
 
 
@@ -200,6 +207,7 @@ def _pairs_and_grads(
             raise ValueError(msg)
         check_base_weights(pairs)
         check_ranks(pairs)
+        check_config_not_initialised(model, pairs)
         check_not_initialised(pairs)
         return _with_gradients(model, pairs, grads)
     pairs = [_explicit_pair(i, t) for i, t in enumerate(model)]

@@ -11,7 +11,13 @@ from typing import Any, NamedTuple
 import torch
 
 from ._layers import LoraPair, find_lora_pairs
-from ._lora_ga_checks import check_not_initialised, mark_initialised, restore_on_failure
+from ._lora_ga_checks import (
+    check_config_not_initialised,
+    check_not_initialised,
+    mark_config_initialised,
+    mark_initialised,
+    restore_on_failure,
+)
 
 __all__ = [
     "LoraGAInitial",
@@ -158,9 +164,10 @@ def apply_lora_ga_offset_(
     Raises
     ------
     ValueError
-        If a layer of `state` is missing from `model`, its scaling differs, or its
+        If a layer of `state` is missing from `model`, its scaling differs, its
         adapter carries a LoRA-GA offset already (applying twice would subtract two
-        offsets). The model is then unchanged.
+        offsets; a reloaded LoRA-GA adapter's config says so) or has a nonzero
+        ``lora_B``. The model is then unchanged.
     """
     pairs = {p.name: p for p in find_lora_pairs(model, adapter=adapter)}
     todo = []
@@ -173,11 +180,14 @@ def apply_lora_ga_offset_(
             msg = f"layer {name!r}: scaling {pair.scaling} differs from the saved {init.scaling}"
             raise ValueError(msg)
         todo.append((pair, init))
-    check_not_initialised([pair for pair, _ in todo])
-    with restore_on_failure([pair for pair, _ in todo]):
+    touched = [pair for pair, _ in todo]
+    check_config_not_initialised(model, touched)
+    check_not_initialised(touched)
+    with restore_on_failure(touched):
         for pair, init in todo:
             subtract_offset_(pair, init.A, init.B)
-    mark_initialised([pair for pair, _ in todo])
+    mark_initialised(touched)
+    mark_config_initialised(model, touched)
 
 
 def export_lora_adapter(
