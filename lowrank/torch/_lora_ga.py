@@ -15,7 +15,7 @@ import torch
 
 from ._layers import find_lora_pairs
 from ._lora_ga_checks import find_ties
-from ._lora_ga_dist import all_reduce_sums, distributed, unwrap
+from ._lora_ga_dist import all_reduce_sums, distributed, is_sharded, unwrap
 from ._lora_ga_init import LoraGALayerInfo, lora_ga_init_
 from ._lora_ga_io import (
     LoraGAInitial,
@@ -76,8 +76,12 @@ def estimate_gradients(
     own gradient all-reduce is bypassed) and, in an initialised process group, the
     per-rank sums and batch counts are all-reduced once at the end, so every rank
     returns the mean over all ranks' batches (each rank passes its own shard). Every
-    rank must call this with the same targets. FSDP-sharded parameters are not
-    supported (their gradients are sharded).
+    rank must call this with the same targets. Under FSDP2 (``fully_shard``, every rank
+    running the same number of batches) the targets' reduce-scattered gradient shards
+    are accumulated and all-gathered at the end: the result is the full mean gradient,
+    the same on every rank (FSDP2's default mean reduction over ranks is assumed; a
+    custom gradient divide factor would scale it). `lora_ga_init_` refuses sharded
+    layers: initialise the unsharded model, then shard it.
 
     Parameters
     ----------
@@ -223,8 +227,13 @@ def _zero_branches(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def _is_zero(layer: torch.nn.Module) -> bool:
-    """True when every parameter of `layer` (weight, bias) is exactly zero."""  # numpydoc ignore=PR01,RT01
-    return all(not bool(p.detach().any()) for p in layer.parameters())
+    """True when every parameter of `layer` (weight, bias) is exactly zero.
+
+    FSDP2 shards count as nonzero: a rank sees only its shard, and every rank must
+    take the same branch.
+    """  # numpydoc ignore=PR01,RT01
+    params = list(layer.parameters())
+    return not any(map(is_sharded, params)) and all(not bool(p.detach().any()) for p in params)
 
 
 def _per_use_leaves(model: torch.nn.Module, params: dict[str, torch.nn.Parameter]) -> list[Any]:

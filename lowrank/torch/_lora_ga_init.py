@@ -28,7 +28,7 @@ from ._lora_ga_checks import (
     restore_on_failure,
     untie_,
 )
-from ._lora_ga_dist import unwrap
+from ._lora_ga_dist import refuse_sharded, unwrap
 from ._lora_ga_factors import LoraGALayerInfo, offset_bound, plan_factors
 from ._lora_ga_io import LoraGAInitial, subtract_offset_
 from ._lora_ga_targets import grad_for_pair, model_outputs_close
@@ -205,6 +205,7 @@ def _pairs_and_grads(
         if not pairs:
             msg = "`model` has no PEFT LoRA layers (lora_A/lora_B/scaling); nothing to initialise"
             raise ValueError(msg)
+        refuse_sharded(pairs)
         check_base_weights(pairs)
         check_ranks(pairs)
         check_config_not_initialised(model, pairs)
