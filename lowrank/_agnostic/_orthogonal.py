@@ -78,7 +78,11 @@ def pow2_scale(Y: Any, xp: Any, window: int = 4) -> Any | None:
         return None
     real = xp.abs(Y[..., :1, :1]).dtype
     top = math.log2(float(xp.finfo(real).max)) / window
-    big = xp.max(xp.abs(Y), axis=(-2, -1), keepdims=True)
+    if real == Y.dtype:  # real data: max |y| from two reductions, no block-sized |Y|
+        big = xp.maximum(xp.max(Y, axis=(-2, -1), keepdims=True),
+                         -xp.min(Y, axis=(-2, -1), keepdims=True))
+    else:
+        big = xp.max(xp.abs(Y), axis=(-2, -1), keepdims=True)
     finite = xp.logical_and(xp.isfinite(big), big > 0)
     if bool(xp.all(xp.logical_or(xp.logical_not(finite),
                                  xp.logical_and(big < 2.0 ** top, big > 2.0 ** -top)))):
@@ -109,7 +113,7 @@ def project_out(Y: Any, Q: Any | None, xp: Any) -> Any:
     return Y - Q @ (conj_transpose(Q, xp) @ Y)
 
 
-def next_block(Y: Any, Q: Any | None, rand: Any, xp: Any) -> Any:
+def next_block(Y: Any, Q: Any | None, rand: Any, xp: Any, *, overwrite: bool = False) -> Any:
     """Orthonormal block orthogonal to ``Q`` holding the new directions of ``Y``.
 
     Fast path (block classical Gram–Schmidt twice): project, CholeskyQR, project the
@@ -117,12 +121,14 @@ def next_block(Y: Any, Q: Any | None, rand: Any, xp: Any) -> Any:
     (the Cholesky factor of the projected block exceeds ``NOISE·eps`` of the block's norm
     before projection) and the normalised block is well away from ``Q`` (‖Qᴴ Z‖_F <= 1/2,
     so the second projection loses at most O(eps) orthogonality). Otherwise see
-    :func:`_deflated_block`. The result has as many columns as ``Y``.
+    :func:`_deflated_block`. The result has as many columns as ``Y``. With
+    ``overwrite``, ``Y`` (the caller's own product) is projected in place: with a tall
+    basis every block-sized temporary counts in the peak memory.
     """  # numpydoc ignore=PR01,RT01
     if Y.shape[-1] == 0:
         return Y
     size = xp.linalg.matrix_norm(Y)[..., None]
-    Y1 = project_out(Y, Q, xp)
+    Y1 = _project_in_place(Y, Q, xp) if overwrite else project_out(Y, Q, xp)
     first = _cholesky_qr(Y1, xp, mixed=True)
     if first is not None and _real_directions(first[1], size, Y.dtype, xp):
         Z = first[0]
@@ -133,10 +139,18 @@ def next_block(Y: Any, Q: Any | None, rand: Any, xp: Any) -> Any:
         else:
             C = conj_transpose(Q, xp) @ Z
             if bool(xp.all(xp.linalg.matrix_norm(C) <= 0.5)):
-                second = _cholesky_qr(Z - Q @ C, xp)
+                second = _cholesky_qr(_project_in_place(Z, Q, xp, C), xp)
                 if second is not None:
                     return second[0]
     return _deflated_block(Y1, Q, size, rand, xp)
+
+
+def _project_in_place(Y: Any, Q: Any | None, xp: Any, C: Any = None) -> Any:
+    """``Y −= Q C`` with ``C = Qᴴ Y`` unless given (Y overwritten; Q may be None)."""  # numpydoc ignore=PR01,RT01
+    if Q is None or Q.shape[-1] == 0:
+        return Y
+    Y -= Q @ (conj_transpose(Q, xp) @ Y if C is None else C)
+    return Y
 
 
 def _real_directions(R: Any, size: Any, dtype: Any, xp: Any) -> bool:

@@ -112,26 +112,50 @@ def krylov_basis(op: Any, block: int, n_iter: int, rand: Any, xp: Any, *,
     """  # numpydoc ignore=PR01,RT01
     limit = min(op.m, op.n)
     op, Y, factor = _sketch(op, block, rand, xp)
-    Qi = next_block(Y, None, rand, xp)
-    Q, Ws, AW, residual = Qi, [], [], None
+    # One buffer for the whole basis, filled block by block: concatenating at every
+    # extension would hold the old and the new basis at once (2x the basis in memory).
+    buf = _zeros((*op.batch, op.m, min(limit, block * (n_iter + 1))), Y.dtype, Y, xp)
+    start, width = 0, _store(buf, 0, next_block(Y, None, rand, xp, overwrite=True))
+    del Y
+    Ws, AW, residual = [], [], None
     for it in range(n_iter + 1):
-        Ws.append(op.rmatmat(Qi))
-        room = limit - Q.shape[-1]
+        Q = buf[..., :, :width]
+        Ws.append(op.rmatmat(buf[..., :, start:width]))
+        room = limit - width
         if tol is None and (room <= 0 or it == n_iter):
             break
         Y = op.matmat(Ws[-1])
         if tol is not None:
             AW.append(Y)
-            if Q.shape[-1] >= rank:  # never stop short of rank columns
+            if width >= rank:  # never stop short of rank columns
                 residual = ritz_residual(Q, xp.concat(Ws, axis=-1), xp.concat(AW, axis=-1),
                                          rank, xp)
                 if residual <= tol:
                     break
             if room <= 0 or it == n_iter:
                 break
-        Qi = next_block(Y[..., :room] if room < Y.shape[-1] else Y, Q, rand, xp)
-        Q = xp.concat([Q, Qi], axis=-1)
+        # Y is overwritten unless the tol rule keeps it (in AW)
+        Qi = next_block(Y[..., :room] if room < Y.shape[-1] else Y, Q, rand, xp,
+                        overwrite=tol is None)
+        del Y, Q
+        start, width = width, _store(buf, width, Qi)
+        del Qi
+    Q = buf if width == buf.shape[-1] else buf[..., :, :width]
     return Basis(Q, xp.concat(Ws, axis=-1) if len(Ws) > 1 else Ws[0], factor, residual)
+
+
+def _zeros(shape: tuple[int, ...], dtype: Any, like: Any, xp: Any) -> Any:
+    """Zero array on the device of ``like``."""  # numpydoc ignore=PR01,RT01
+    from .._lib._compat import device
+
+    return xp.zeros(shape, dtype=dtype, device=device(like))
+
+
+def _store(buf: Any, start: int, block: Any) -> int:
+    """Write ``block`` into the columns ``start:`` of ``buf``; return the new width."""  # numpydoc ignore=PR01,RT01
+    end = start + int(block.shape[-1])
+    buf[..., :, start:end] = block
+    return end
 
 
 def ritz_residual(Q: Any, W: Any, AW: Any, rank: int, xp: Any) -> float:
@@ -224,9 +248,11 @@ def randomized_svd_info(op: Any, rank: int, *, n_oversamples: int, n_power_iter:
         P = xp.linalg.svd(basis.W)[0]  # any orthogonal n × n matrix would do
         return _finish(op, *full_svd(op, rank, xp, P), xp)
     U, S, Vh = svd_from_basis(basis.Q, basis.W, rank, xp)
-    if basis.scale is not None:  # singular values of c·a: divide by the power of two c
-        S = S / xp.abs(basis.scale)[..., 0]
-    return _finish(op, U, S, Vh, basis.residual, xp)
+    scale, residual = basis.scale, basis.residual
+    del basis  # the m × L basis goes before the sign fix makes its m × rank temporaries
+    if scale is not None:  # singular values of c·a: divide by the power of two c
+        S = S / xp.abs(scale)[..., 0]
+    return _finish(op, U, S, Vh, residual, xp)
 
 
 def _finish(op: Any, U: Any, S: Any, Vh: Any, residual: float | None,
