@@ -19,6 +19,7 @@ SECTIONS: dict[str, str] = {
     "cr": "CR (column-row) sampled matrix products",
     "volume": "Gram volumes of non-square matrices",
     "lora_ga": "LoRA-GA initialisation from gradient SVDs",
+    "grad_sketch": "LoRA-GA's gradient SVD from streamed products, no gradients",
     "lora_pro": "LoRA-Pro adjusted gradients",
 }
 
