@@ -79,6 +79,22 @@ def lora_ga_init_residual_(
     ValueError
         If the model has no LoRA layers, a gradient is missing or misshaped, or a layer
         carries the correction already. Nothing is written then.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from peft import LoraConfig, get_peft_model
+    >>> from lowrank.torch import lora_ga_init_residual_
+    >>> net = get_peft_model(torch.nn.Sequential(torch.nn.Linear(6, 8)),
+    ...                      LoraConfig(r=2, target_modules=["0"]))
+    >>> gen = torch.Generator().manual_seed(0)
+    >>> G, x = torch.randn(8, 6, generator=gen), torch.randn(3, 6, generator=gen)
+    >>> with torch.no_grad():
+    ...     before = net(x)
+    >>> _ = lora_ga_init_residual_(net, {"0.weight": G}, svd="exact")
+    >>> with torch.no_grad():
+    ...     bool(torch.allclose(net(x), before, atol=1e-5))
+    True
     """
     check_option_names(options, "lora_ga_init_residual_")
     for name in ("norm_clip", "weight"):
