@@ -77,9 +77,12 @@ def svd_approx(a: Any, /, *, rank: int | None = None, rtol: float | None = None,
     ``Q``, and ``B_i = Q_iᴴ a``. The error is tracked by the cheap identity
     ``‖a − QB‖_F² = ‖a‖_F² − ‖B‖_F²``. Below ``10 sqrt(eps) ‖a‖_F`` that difference is
     dominated by rounding, so the error is then measured by the next block's residual
-    sketch, ``‖(a − QB)Ω‖_F² / b`` (an unbiased probe estimate, HMT 2011 §4.3). The SVD of
-    ``QB`` is finally truncated to the smallest rank whose estimated error meets
-    ``rtol``. For dense ``a`` the thin SVD replaces randQB when ``min(m, n) <= 64`` or
+    sketch, ``‖(a − QB)Ω‖_F² / b`` (an unbiased probe estimate, HMT 2011 §4.3). Once the
+    tolerance is met, the basis gets one block Krylov step, ``[Q, orth(a aᴴ Q)]`` (two more
+    passes): on flat spectra the best truncation inside the first basis that meets
+    ``rtol`` needed 13-33 % more rank than the optimum on Gaussian matrices, 2-12 % after
+    the step. The SVD of ``QB`` is finally truncated to the smallest rank whose estimated
+    error ``‖a‖_F² − Σ_{i<=k} S_i²`` meets ``rtol``. For dense ``a`` the thin SVD replaces randQB when ``min(m, n) <= 64`` or
     once the basis would exceed ``min(m, n) / 4`` columns: its truncation is optimal
     and, measured on 1536 x 384 and 3000 x 1000 matrices, cheaper than growing the basis
     further (``svd_approx`` then costs 0.1-1.3x one thin SVD, against 0.1-2.4x without

