@@ -17,6 +17,7 @@ import numpy as np
 from .._lib._random import Random
 from .._lib._validation import check_bool, check_int, check_option, check_positive
 from . import _svd
+from ._graph import pinned
 from ._tall import Tall, frobenius
 
 __all__ = ["randomized_range_finder", "randomized_svd", "svd_approx"]
@@ -74,26 +75,27 @@ def randomized_svd(a: Any, rank: int, *, n_oversamples: int, n_power_iter: int |
 
     check_finite = check_bool(check_finite, "check_finite")
     t = Tall(a)
-    rank, compute = _common(rank, t, n_oversamples, n_power_iter, rng, compute)
-    method = check_option(method, "method", ("auto", "block_krylov", "subspace"))
-    if block_size is not None:
-        check_int(block_size, "block_size", low=1)
-    _check_tol(tol, method)
-    rand = _rand(rng)
-    if rank == 0 or t.m == 0 or t.n == 0:
-        U, S, Vh = _empty(t, rank, check_finite, compute)
-        return RandomizedSVDResult(U, S, Vh, error_estimate=0.0 if tol else None,
-                                   passes=t.passes)
-    if tol is None and _spans_all(t, rank, n_oversamples, n_power_iter, method, block_size):
-        from . import _qb
+    with pinned(t.pins):  # the tasks of chunk i run where chunk i lives
+        rank, compute = _common(rank, t, n_oversamples, n_power_iter, rng, compute)
+        method = check_option(method, "method", ("auto", "block_krylov", "subspace"))
+        if block_size is not None:
+            check_int(block_size, "block_size", low=1)
+        _check_tol(tol, method)
+        rand = _rand(rng)
+        if rank == 0 or t.m == 0 or t.n == 0:
+            U, S, Vh = _empty(t, rank, check_finite, compute)
+            return RandomizedSVDResult(U, S, Vh, error_estimate=0.0 if tol else None,
+                                       passes=t.passes)
+        if tol is None and _spans_all(t, rank, n_oversamples, n_power_iter, method, block_size):
+            from . import _qb
 
-        us, s, vh, _ = _qb.exact(t, None, check_finite, rank=rank)
-        U, S, Vh = _finish(t, us, s, vh, compute)
-        return RandomizedSVDResult(U, S, Vh, error_estimate=None, passes=t.passes)
-    basis, _ = _basis(t, rank, n_oversamples, n_power_iter, method, block_size, rand,
-                      check_finite, tol=tol)
-    U, S, Vh = _finish(t, *_svd.small_svd(t, basis, rank), compute)
-    return RandomizedSVDResult(U, S, Vh, error_estimate=basis.residual, passes=t.passes)
+            us, s, vh, _ = _qb.exact(t, None, check_finite, rank=rank)
+            U, S, Vh = _finish(t, us, s, vh, compute)
+            return RandomizedSVDResult(U, S, Vh, error_estimate=None, passes=t.passes)
+        basis, _ = _basis(t, rank, n_oversamples, n_power_iter, method, block_size, rand,
+                          check_finite, tol=tol)
+        U, S, Vh = _finish(t, *_svd.small_svd(t, basis, rank), compute)
+        return RandomizedSVDResult(U, S, Vh, error_estimate=basis.residual, passes=t.passes)
 
 
 def _spans_all(t: Tall, rank: int, n_oversamples: int, n_power_iter: int | None,
@@ -121,18 +123,19 @@ def randomized_range_finder(a: Any, size: int, *, n_power_iter: int | None, rng:
     import dask.array as da
 
     t = Tall(a, transpose=False)  # the range of a itself
-    size, compute = _common(size, t, 0, n_power_iter, rng, compute, name="size")
-    if size == 0 or t.m == 0 or t.n == 0:
-        if t.m * t.n:
-            (ok,), _ = t.run([da.isfinite(t.array).all()])
-            t.check_first((0.0, bool(ok)), True)
-        q = da.zeros((t.m, size), dtype=t.out_dtype, chunks=(t.rows, size))
-        return q.compute() if compute else q
-    q = _svd.range_finder(t, size, 2 if n_power_iter is None else n_power_iter, _rand(rng))
-    Q = t.wrap(q, size, t.dtype)
-    if compute:
-        (Q,), _ = t.run([Q], reads=False)
-    return Q if Q.dtype == t.out_dtype else Q.astype(t.out_dtype)
+    with pinned(t.pins):  # the tasks of chunk i run where chunk i lives
+        size, compute = _common(size, t, 0, n_power_iter, rng, compute, name="size")
+        if size == 0 or t.m == 0 or t.n == 0:
+            if t.m * t.n:
+                (ok,), _ = t.run([da.isfinite(t.array).all()])
+                t.check_first((0.0, bool(ok)), True)
+            q = da.zeros((t.m, size), dtype=t.out_dtype, chunks=(t.rows, size))
+            return q.compute() if compute else q
+        q = _svd.range_finder(t, size, 2 if n_power_iter is None else n_power_iter, _rand(rng))
+        Q = t.wrap(q, size, t.dtype)
+        if compute:
+            (Q,), _ = t.run([Q], reads=False)
+        return Q if Q.dtype == t.out_dtype else Q.astype(t.out_dtype)
 
 
 def svd_approx(a: Any, *, rank: int | None, rtol: float | None, n_oversamples: int,
@@ -144,36 +147,37 @@ def svd_approx(a: Any, *, rank: int | None, rtol: float | None, n_oversamples: i
 
     check_finite = check_bool(check_finite, "check_finite")
     t = Tall(a)
-    if (rank is None) == (rtol is None):
-        msg = f"give exactly one of `rank` and `rtol`; got rank={rank!r}, rtol={rtol!r}"
-        raise ValueError(msg)
-    if rtol is not None:
-        rtol = check_positive(rtol, "rtol")
-        if not rtol < 1:
-            msg = f"`rtol` must satisfy 0 < rtol < 1; got {rtol}"
+    with pinned(t.pins):  # the tasks of chunk i run where chunk i lives
+        if (rank is None) == (rtol is None):
+            msg = f"give exactly one of `rank` and `rtol`; got rank={rank!r}, rtol={rtol!r}"
             raise ValueError(msg)
-    if block_size is not None:
-        check_int(block_size, "block_size", low=1)
-    rank, compute = _common(0 if rank is None else rank, t, n_oversamples, n_power_iter, rng,
-                            compute) if rtol is None else (None, check_bool(compute, "compute"))
-    if rank is None:
-        from .._randomized import _check_common
+        if rtol is not None:
+            rtol = check_positive(rtol, "rtol")
+            if not rtol < 1:
+                msg = f"`rtol` must satisfy 0 < rtol < 1; got {rtol}"
+                raise ValueError(msg)
+        if block_size is not None:
+            check_int(block_size, "block_size", low=1)
+        rank, compute = _common(0 if rank is None else rank, t, n_oversamples, n_power_iter, rng,
+                                compute) if rtol is None else (None, check_bool(compute, "compute"))
+        if rank is None:
+            from .._randomized import _check_common
 
-        _check_common(n_oversamples, n_power_iter, rng)
-    rand = _rand(rng)
-    if rank == 0 or min(t.m, t.n) == 0:
-        U, S, Vh = _empty(t, 0, check_finite, compute)
-        return LowRankApprox(U, S, Vh, 0, 0.0 if min(t.m, t.n) == 0 else 1.0, t.passes)
-    if rtol is not None:
-        us, s, vh, rel = _qb.randqb(t, rtol, block_size, 1 if n_power_iter is None
-                                    else n_power_iter, rand, check_finite)
-    else:
-        basis, norms = _basis(t, rank, n_oversamples, n_power_iter, "auto", None, rand,
-                              check_finite, norm=True)
-        us, s, vh = _svd.small_svd(t, basis, rank)
-        rel = _fixed_rank_error(t, frobenius(norms), us, s, vh, rand)
-    U, S, Vh = _finish(t, us, s, vh, compute)
-    return LowRankApprox(U, S, Vh, int(S.shape[0]), rel, t.passes)
+            _check_common(n_oversamples, n_power_iter, rng)
+        rand = _rand(rng)
+        if rank == 0 or min(t.m, t.n) == 0:
+            U, S, Vh = _empty(t, 0, check_finite, compute)
+            return LowRankApprox(U, S, Vh, 0, 0.0 if min(t.m, t.n) == 0 else 1.0, t.passes)
+        if rtol is not None:
+            us, s, vh, rel = _qb.randqb(t, rtol, block_size, 1 if n_power_iter is None
+                                        else n_power_iter, rand, check_finite)
+        else:
+            basis, norms = _basis(t, rank, n_oversamples, n_power_iter, "auto", None, rand,
+                                  check_finite, norm=True)
+            us, s, vh = _svd.small_svd(t, basis, rank)
+            rel = _fixed_rank_error(t, frobenius(norms), us, s, vh, rand)
+        U, S, Vh = _finish(t, us, s, vh, compute)
+        return LowRankApprox(U, S, Vh, int(S.shape[0]), rel, t.passes)
 
 
 def _fixed_rank_error(t: Tall, norm: float, us: list[Any], s: Any, vh: Any, rand: Any) -> float:

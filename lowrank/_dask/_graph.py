@@ -15,6 +15,8 @@ when the flag says the fast route failed; otherwise each of them returns None at
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -23,12 +25,43 @@ from dask import delayed
 from . import _kernels as k
 from ._exec import tree
 
-__all__ = ["next_block", "orthonormal", "task", "tree_max", "tree_sum"]
+__all__ = ["at", "next_block", "orthonormal", "pinned", "task", "tree_max", "tree_sum"]
 
 
 def task(func: Any, nout: int | None = None) -> Any:
     """``dask.delayed(func)`` with unique keys (arguments are never hashed)."""  # numpydoc ignore=PR01,RT01
     return delayed(func, pure=False, nout=nout)
+
+
+# Worker address per row chunk while a computation is being built (distributed only):
+# every task of chunk i runs where chunk i of ``a`` and its basis rows live, so a pass
+# moves only the small reduced matrices between workers, never a chunk.
+_PINS: ContextVar[list[str] | None] = ContextVar("lowrank_dask_pins", default=None)
+
+
+@contextmanager
+def pinned(pins: list[str] | None) -> Any:
+    """Build the tasks of row chunk i on worker ``pins[i]`` inside this context."""  # numpydoc ignore=PR01,YLD01
+    token = _PINS.set(pins)
+    try:
+        yield
+    finally:
+        _PINS.reset(token)
+
+
+def at(i: int, func: Any, nout: int | None = None) -> Any:
+    """:func:`task` for row chunk ``i``, restricted to its worker when pinned."""  # numpydoc ignore=PR01,RT01
+    pins = _PINS.get()
+
+    def call(*args: Any) -> Any:
+        if pins is None:
+            return task(func, nout)(*args)
+        import dask
+
+        with dask.annotate(workers=[pins[i]], allow_other_workers=False):
+            return task(func, nout)(*args)
+
+    return call
 
 
 def tree_sum(parts: list[Any]) -> Any:
@@ -118,26 +151,28 @@ def _replace(qy: Any, svd: tuple[Any, Any], seed: tuple[int, ...], dtype: Any) -
 
 def _tsqr(ys: list[Any], st: Any) -> tuple[list[Any], Any]:
     """Distributed Householder QR of ``Y`` (run only when ``st`` failed): Q chunks, R."""  # numpydoc ignore=PR01,RT01
-    rs = [task(_when_bad)(st, _qr_r, y) for y in ys]
+    rs = [at(i, _when_bad)(st, _qr_r, y) for i, y in enumerate(ys)]
     stacked = task(_when_bad)(st, _stacked, rs)
-    return [task(_when_bad)(st, _local_q, y, stacked, i) for i, y in enumerate(ys)], stacked
+    return [at(i, _when_bad)(st, _local_q, y, stacked, i) for i, y in enumerate(ys)], stacked
 
 
 def _cholesky_qr2(ys: list[Any], dtype: Any, wide: bool, floor: Any = None) -> tuple[Any, ...]:
     """First CholeskyQR round of ``Y``: ``(Z chunks, flag)``."""  # numpydoc ignore=PR01,RT01
-    c = task(k.pow2_factor)(tree_max([task(k.maxabs)(y) for y in ys]), dtype, 4)
-    st1 = task(k.chol_step)(tree_sum([task(k.gram)(y, c, wide) for y in ys]), c, dtype, wide,
+    c = task(k.pow2_factor)(tree_max([at(i, k.maxabs)(y) for i, y in enumerate(ys)]), dtype, 4)
+    st1 = task(k.chol_step)(tree_sum([at(i, k.gram)(y, c, wide) for i, y in enumerate(ys)]),
+                            c, dtype, wide,
                             floor)
-    zs = [task(_when_ok)(st1, _times, y, st1) for y in ys]
+    zs = [at(i, _when_ok)(st1, _times, y, st1) for i, y in enumerate(ys)]
     return zs, st1
 
 
 def orthonormal(ys: list[Any], dtype: Any, wide: bool) -> list[Any]:
     """Orthonormal basis of range(Y) by CholeskyQR2, TSQR when ill-conditioned."""  # numpydoc ignore=PR01,RT01
     zs, st1 = _cholesky_qr2(ys, dtype, wide)
-    st2 = task(_second)(tree_sum([task(k.gram)(z, 1.0, False) for z in zs]), st1, None, dtype)
+    grams = [at(i, k.gram)(z, 1.0, False) for i, z in enumerate(zs)]
+    st2 = task(_second)(tree_sum(grams), st1, None, dtype)
     fallback, _ = _tsqr(ys, st2)
-    return [task(_pick)(st2, z, f) for z, f in zip(zs, fallback, strict=True)]
+    return [at(i, _pick)(st2, z, f) for i, (z, f) in enumerate(zip(zs, fallback, strict=True))]
 
 
 def next_block(ys: list[Any], qs: list[Any] | None, dtype: Any, wide: bool,
@@ -151,21 +186,25 @@ def next_block(ys: list[Any], qs: list[Any] | None, dtype: Any, wide: bool,
     by TSQR.
     """  # numpydoc ignore=PR01,RT01
     qs = [None] * len(ys) if qs is None else qs
-    floor = task(_floor)(tree_sum([task(k.sqsum)(y) for y in ys]), dtype)
-    c1 = tree_sum([task(_proj)(q, y) for q, y in zip(qs, ys, strict=True)])
-    y1 = [task(_sub)(y, q, c1) for q, y in zip(qs, ys, strict=True)]
+    pairs = list(enumerate(zip(qs, ys, strict=True)))
+    floor = task(_floor)(tree_sum([at(i, k.sqsum)(y) for i, (_, y) in pairs]), dtype)
+    c1 = tree_sum([at(i, _proj)(q, y) for i, (q, y) in pairs])
+    y1 = [at(i, _sub)(y, q, c1) for i, (q, y) in pairs]
     zs, st1 = _cholesky_qr2(y1, dtype, wide, floor)
-    c2 = tree_sum([task(_proj)(q, z) for q, z in zip(qs, zs, strict=True)])
-    z2 = [task(_sub)(z, q, c2) for q, z in zip(qs, zs, strict=True)]
-    st2 = task(_second)(tree_sum([task(k.gram)(z, 1.0, False) for z in z2]), st1, c2, dtype)
+    pairs = list(enumerate(zip(qs, zs, strict=True)))
+    c2 = tree_sum([at(i, _proj)(q, z) for i, (q, z) in pairs])
+    z2 = [at(i, _sub)(z, q, c2) for i, (q, z) in pairs]
+    grams = [at(i, k.gram)(z, 1.0, False) for i, z in enumerate(z2)]
+    st2 = task(_second)(tree_sum(grams), st1, c2, dtype)
     fallback = _deflated(y1, qs, floor, st2, seed, dtype)
-    return [task(_pick)(st2, z, f) for z, f in zip(z2, fallback, strict=True)]
+    return [at(i, _pick)(st2, z, f) for i, (z, f) in enumerate(zip(z2, fallback, strict=True))]
 
 
 def _project_bad(zs: list[Any], qs: list[Any], st: Any) -> list[Any]:
     """``Z − Q (Qᴴ Z)`` on the fallback route."""  # numpydoc ignore=PR01,RT01
-    coef = tree_sum([task(_when_bad)(st, _proj, q, z) for q, z in zip(qs, zs, strict=True)])
-    return [task(_when_bad)(st, _sub, z, q, coef) for q, z in zip(qs, zs, strict=True)]
+    pairs = list(enumerate(zip(qs, zs, strict=True)))
+    coef = tree_sum([at(i, _when_bad)(st, _proj, q, z) for i, (q, z) in pairs])
+    return [at(i, _when_bad)(st, _sub, z, q, coef) for i, (q, z) in pairs]
 
 
 def _deflated(y1: list[Any], qs: list[Any], floor: Any, st: Any, seed: tuple[int, ...],
@@ -174,6 +213,6 @@ def _deflated(y1: list[Any], qs: list[Any], floor: Any, st: Any, seed: tuple[int
     y2 = _project_bad(y1, qs, st)
     qy, stacked = _tsqr(y2, st)
     svd = task(_when_bad)(st, _small_svd, stacked, floor)
-    zs = [task(_when_bad)(st, _replace, q, svd, (*seed, i), dtype) for i, q in enumerate(qy)]
+    zs = [at(i, _when_bad)(st, _replace, q, svd, (*seed, i), dtype) for i, q in enumerate(qy)]
     zs = _project_bad(_project_bad(zs, qs, st), qs, st)
     return _tsqr(zs, st)[0]

@@ -16,7 +16,7 @@ import numpy as np
 from .._agnostic._orthogonal import orthonormalize
 from .._agnostic._qb import EXACT_BELOW, EXACT_FRACTION, GUARD, _truncation_rank
 from . import _kernels as k
-from ._graph import next_block, orthonormal, task, tree_sum
+from ._graph import at, next_block, orthonormal, task, tree_sum
 from ._svd import Basis, _phases, _proj_all, _seed, small_svd
 from ._tall import Tall, frobenius
 
@@ -33,15 +33,16 @@ def _residual(t: Tall, qs: list[Any] | None, b: Any, x: Any) -> list[Any]:
     """Tasks of ``(c a − Q B) x`` per row chunk."""  # numpydoc ignore=PR01,RT01
     bx = None if b is None else b @ x
     qs = [None] * len(t.blocks) if qs is None else qs
-    return [task(_residual_chunk)(a, x, t.c, t.dtype, q, bx)
-            for a, q in zip(t.blocks, qs, strict=True)]
+    return [at(i, _residual_chunk)(a, x, t.c, t.dtype, q, bx)
+            for i, (a, q) in enumerate(zip(t.blocks, qs, strict=True))]
 
 
 def probe_error_sq(t: Tall, us: list[Any], s: Any, vh: Any, n_probes: int, rand: Any) -> float:
     """Unbiased ``‖a − U S Vh‖_F²`` (of ``a`` itself) from Gaussian probes: one pass."""  # numpydoc ignore=PR01,RT01
     omega = rand.standard_normal((t.n, n_probes), t.dtype)
     svo = (s.astype(t.dtype)[:, None] * vh) @ omega
-    parts = [task(_probe_chunk)(a, omega, t.dtype, u, svo) for a, u in zip(t.blocks, us, strict=True)]
+    parts = [at(i, _probe_chunk)(a, omega, t.dtype, u, svo)
+             for i, (a, u) in enumerate(zip(t.blocks, us, strict=True))]
     (total,), _ = t.run([tree_sum(parts)])
     return float(total) / n_probes
 
@@ -71,7 +72,7 @@ def exact(t: Tall, rtol: float | None, check_finite: bool, *,
     """  # numpydoc ignore=PR01,RT01
     from ._graph import _stacked
 
-    parts = [task(_qr_chunk, nout=3)(b, t.dtype) for b in t.blocks]
+    parts = [at(i, _qr_chunk, nout=3)(b, t.dtype) for i, b in enumerate(t.blocks)]
     stacked = task(_stacked)([p[1] for p in parts])
     norms = task(list)([p[2] for p in parts])
     (stacked, norms), (qs,) = t.run([stacked, norms], [[p[0] for p in parts]])
@@ -87,7 +88,7 @@ def exact(t: Tall, rtol: float | None, check_finite: bool, *,
     ur, s, vh = ur[:, :rank], s[:rank], vh[:rank]
     phase = _phases(vh)
     vh, ur = vh * phase.conj()[:, None], ur * phase[None, :]
-    us = [task(_times)(q, qh @ ur) for q, qh in zip(qs, stacked[0], strict=True)]
+    us = [at(i, _times)(q, qh @ ur) for i, (q, qh) in enumerate(zip(qs, stacked[0], strict=True))]
     t.c = 1.0
     return us, s, vh, math.sqrt(err_sq)
 
@@ -140,7 +141,8 @@ def randqb(t: Tall, rtol: float, block: int | None, n_power_iter: int, rand: Any
         if b.shape[0] + size > max_width:
             return exact(t, rtol, check_finite)
         ys = _residual(t, qs, b, rand.standard_normal((t.n, size), t.dtype))
-        small = [tree_sum([task(k.sqsum)(y) for y in ys])] if err_sq <= guard_sq else []
+        small = ([tree_sum([at(i, k.sqsum)(y) for i, y in enumerate(ys)])]
+                 if err_sq <= guard_sq else [])
         nxt = (next_block(ys, qs, t.dtype, t.wide, (t.seed, blocks)) if n_power_iter == 0
                else orthonormal(ys, t.dtype, t.wide))
         values, (qi,) = t.run(small, [nxt])
@@ -150,7 +152,7 @@ def randqb(t: Tall, rtol: float, block: int | None, n_power_iter: int, rand: Any
                 break
     if b.shape[0] >= limit and err_sq <= guard_sq:  # all of range(a): measure what is left
         probes = _residual(t, qs, b, rand.standard_normal((t.n, 16), t.dtype))
-        (total,), _ = t.run([tree_sum([task(k.sqsum)(y) for y in probes])])
+        (total,), _ = t.run([tree_sum([at(i, k.sqsum)(y) for i, y in enumerate(probes)])])
         err_sq = float(total) / 16
     basis = Basis(qs, k.h(b))
     _, s, _ = small_svd(t, basis, b.shape[0])

@@ -17,7 +17,7 @@ import numpy as np
 from .._agnostic._orthogonal import orthonormalize
 from .._agnostic._randomized import auto_plan
 from . import _kernels as k
-from ._graph import next_block, orthonormal, task, tree_sum
+from ._graph import at, next_block, orthonormal, task, tree_sum
 from ._tall import Tall
 
 __all__ = ["Basis", "krylov", "range_finder", "small_svd", "subspace"]
@@ -94,7 +94,8 @@ def krylov(t: Tall, block: int, n_iter: int, rand: Any, *, rank: int = 0,
             if width >= rank:
                 small.append(_residual_task(np.concatenate(ws, axis=1), qs, aw, ys, rank))
         if not last:
-            cut = [task(_first_cols)(y, room) for y in ys] if room < w.shape[1] else ys
+            cut = ([at(i, _first_cols)(y, room) for i, y in enumerate(ys)]
+                   if room < w.shape[1] else ys)
             keep.append(next_block(cut, qs, t.dtype, t.wide, (t.seed, it + 1)))
         values, kept = t.run(small, keep)
         if tol is not None:
@@ -113,7 +114,7 @@ def _proj_all(qs: list[Any], ys: list[Any]) -> Any:
     """Task of ``Qᴴ Y`` reduced over the chunks."""  # numpydoc ignore=PR01,RT01
     from ._graph import _proj
 
-    return tree_sum([task(_proj)(q, y) for q, y in zip(qs, ys, strict=True)])
+    return tree_sum([at(i, _proj)(q, y) for i, (q, y) in enumerate(zip(qs, ys, strict=True))])
 
 
 def _first_cols(y: Any, n: int) -> Any:
@@ -129,8 +130,8 @@ def _residual_task(w: Any, qs: list[list[Any]], aw: list[list[Any]], ys: list[An
     """  # numpydoc ignore=PR01,RT01
     lam, v = np.linalg.eigh(k.h(w) @ w)
     vk, lk = v[:, ::-1][:, :rank], np.maximum(lam[::-1][:rank], 0.0)
-    parts = [task(_resid_chunk)([*old, y], q, vk, lk)
-             for old, y, q in zip(aw or [[] for _ in ys], ys, qs, strict=True)]
+    parts = [at(i, _resid_chunk)([*old, y], q, vk, lk)
+             for i, (old, y, q) in enumerate(zip(aw or [[] for _ in ys], ys, qs, strict=True))]
     return task(_rel_residual)(tree_sum(parts), lk)
 
 
@@ -160,7 +161,7 @@ def small_svd(t: Tall, basis: Basis, rank: int) -> tuple[list[Any], Any, Any]:
     ur, s, vh = k.h(zh[:rank]), s[:rank] / t.c, k.h(p[:, :rank])
     phase = _phases(vh)
     vh, ur = vh * phase.conj()[:, None], ur * phase[None, :]
-    return [task(_combine)(q, ur) for q in basis.qs], s, vh
+    return [at(i, _combine)(q, ur) for i, q in enumerate(basis.qs)], s, vh
 
 
 def _combine(q: list[Any], m: Any) -> Any:

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _kernels as k
 from ._exec import Runner, wrap_blocks
-from ._graph import task, tree_max, tree_sum
+from ._graph import at, pinned, task, tree_max, tree_sum
 
 __all__ = ["Tall"]
 
@@ -53,6 +53,27 @@ class Tall:
         self.wide = self.dtype in (np.float32, np.complex64)  # small Grams in double
         self.c = 1.0
         self.runner = Runner()
+        self.pins = self._pins() if self.runner.client is not None else None
+
+    def _pins(self) -> list[str] | None:
+        """Worker of each row chunk under ``distributed``: where a persisted chunk is,
+        else contiguous runs of chunks per worker (the same for every pass)."""  # numpydoc ignore=RT01
+        from distributed import Future, wait
+
+        client = self.runner.client
+        workers = sorted(client.scheduler_info()["workers"])
+        if not workers:
+            return None
+        graph = self.array.__dask_graph__()
+        held = [graph.get(b.key) for b in self.blocks]
+        if held and all(isinstance(f, Future) for f in held):
+            wait(held)
+            who = client.who_has(held)
+            found = [who.get(f.key) for f in held]
+            if all(found):
+                return [sorted(w)[0] for w in found]
+        count = len(self.blocks)
+        return [workers[i * len(workers) // max(count, 1)] for i in range(count)]
 
     @property
     def passes(self) -> int:
@@ -67,22 +88,26 @@ class Tall:
         """Tasks of ``Y = a x`` (unscaled), its (max, finite) stats and, with ``norm``,
         the per-chunk ``(max|a_i|, scaled ‖a_i‖²)`` for ``‖a‖_F``."""  # numpydoc ignore=PR01,RT01
         if norm:
-            parts = [task(k.forward_norm, nout=3)(b, x, self.dtype) for b in self.blocks]
+            parts = [at(i, k.forward_norm, nout=3)(b, x, self.dtype)
+                     for i, b in enumerate(self.blocks)]
             ys = [p[0] for p in parts]
             norms = task(list)([task(tuple)([p[1], p[2]]) for p in parts])
         else:
-            ys, norms = [task(k.forward)(b, x, 1.0, self.dtype) for b in self.blocks], None
-        stats = tree_stats([task(k.stats)(y) for y in ys])
+            ys, norms = self._forward(x, 1.0), None
+        stats = tree_stats([at(i, k.stats)(y) for i, y in enumerate(ys)])
         return ys, stats, norms
 
     def forward(self, x: Any) -> list[Any]:
         """Tasks of ``c · a x`` per row chunk."""  # numpydoc ignore=PR01,RT01
-        return [task(k.forward)(b, x, self.c, self.dtype) for b in self.blocks]
+        return self._forward(x, self.c)
+
+    def _forward(self, x: Any, c: float) -> list[Any]:
+        return [at(i, k.forward)(b, x, c, self.dtype) for i, b in enumerate(self.blocks)]
 
     def adjoint(self, qs: list[Any]) -> Any:
         """Task of ``c · aᴴ Q`` (n × width), reduced over the chunks."""  # numpydoc ignore=PR01,RT01
-        return tree_sum([task(k.adjoint)(b, q, self.c, self.dtype)
-                         for b, q in zip(self.blocks, qs, strict=True)])
+        return tree_sum([at(i, k.adjoint)(b, q, self.c, self.dtype)
+                         for i, (b, q) in enumerate(zip(self.blocks, qs, strict=True))])
 
     def check_first(self, stats: tuple[float, bool], check_finite: bool) -> None:
         """NaN/Inf check on the first sketch, then the scale of later products."""  # numpydoc ignore=PR01
