@@ -15,6 +15,10 @@ from ._lora_pro_step import step_efficient, step_full
 __all__ = ["LoRAProAdamW", "lora_pro_adjust_"]
 
 _GAUGES = ("sylvester", "zero", "symmetric")
+_META = (
+    "parameters on the meta device hold no values; materialise them (e.g. to_empty() and "
+    "load the weights) before building the optimizer"
+)
 
 
 @torch.no_grad()
@@ -205,18 +209,38 @@ class LoRAProAdamW(torch.optim.Optimizer):
         if pairs is None:
             msg = "pass a model, or param groups together with `pairs=` (a model or explicit pairs)"
             raise ValueError(msg)
+        found = resolve_pairs(pairs, adapter=adapter)
+        if isinstance(pairs, torch.nn.Module):  # found, not given: skip frozen adapters
+            found = [p for p in found if p.A.requires_grad and p.B.requires_grad]
+        for pair in found:
+            if pair.A.is_meta or pair.B.is_meta:
+                msg = f"LoRA pair {pair.name!r}: {_META}"
+                raise ValueError(msg)
         defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
         super().__init__(params, defaults)
-        self.pairs = resolve_pairs(pairs, adapter=adapter)
-        if isinstance(pairs, torch.nn.Module):  # found, not given: skip frozen adapters
-            self.pairs = [p for p in self.pairs if p.A.requires_grad and p.B.requires_grad]
+        self.pairs = found
         self._check_pairs_are_optimized()
         self._paired = {id(t) for p in self.pairs for t in (p.A, p.B)}
         if self.weight_decay_to == "init":
             for t in (t for p in self.pairs for t in (p.A, p.B)):
                 self.state[t]["initial"] = t.detach().clone()
-        # (active pairs, Layout, state links): stacked storage whose views the state holds
-        self._stacked: tuple | None = None
+        # the stacked storage whose views the state holds (`_lora_pro_step._Cache`)
+        self._stacked: Any = None
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a param group (as `torch.optim.Optimizer.add_param_group`).
+
+        Parameters
+        ----------
+        param_group : dict
+            The group: ``params`` and optional hyper-parameters.
+        """
+        super().add_param_group(param_group)
+        index = len(self.param_groups) - 1
+        for i, t in enumerate(self.param_groups[index]["params"]):
+            if t.is_meta:
+                msg = f"param group {index}, parameter {i} (shape {tuple(t.shape)}): {_META}"
+                raise ValueError(msg)
 
     def _check_pairs_are_optimized(self) -> None:
         owned = {id(p) for g in self.param_groups for p in g["params"]}
@@ -224,10 +248,16 @@ class LoRAProAdamW(torch.optim.Optimizer):
             if id(pair.A) not in owned or id(pair.B) not in owned:
                 msg = f"LoRA pair {pair.name!r}: both A and B must be in the optimizer's params"
                 raise ValueError(msg)
-        in_pairs = [id(t) for p in self.pairs for t in (p.A, p.B)]
-        if len(set(in_pairs)) != len(in_pairs):
-            msg = "a parameter appears in more than one LoRA pair"
-            raise ValueError(msg)
+        seen: dict[int, str] = {}
+        for pair in self.pairs:
+            for side, t in (("A", pair.A), ("B", pair.B)):
+                first = seen.setdefault(id(t), f"{pair.name!r} ({side})")
+                if first != f"{pair.name!r} ({side})":
+                    msg = (
+                        f"a parameter appears in more than one LoRA pair: {first} and "
+                        f"{pair.name!r} ({side}); tied factors cannot be adjusted per layer"
+                    )
+                    raise ValueError(msg)
 
     def _group_of(self) -> dict[int, dict]:
         return {id(p): g for g in self.param_groups for p in g["params"]}
@@ -265,12 +295,24 @@ class LoRAProAdamW(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state dict, keeping Adam states in float32 for low-precision parameters.
 
+        Decay anchors follow ``weight_decay_to``: with "init", a LoRA factor whose loaded
+        state carries no anchor (a state saved with "zero", or by another optimizer)
+        keeps the one this optimizer holds; with "zero", loaded anchors are dropped.
+
         Parameters
         ----------
         state_dict : dict
             As returned by :meth:`state_dict`.
         """
         saved = state_dict["state"]
+        paired = [t for p in self.pairs for t in (p.A, p.B)]
+        own = {}
+        if self.weight_decay_to == "init":  # copies: the current ones may be stack views
+            own = {
+                id(t): self.state[t]["initial"].clone()
+                for t in paired
+                if "initial" in self.state[t]
+            }
         self._stacked = None  # the loaded entries are separate tensors: stack them anew
         super().load_state_dict(state_dict)
         params = [p for g in self.param_groups for p in g["params"]]
@@ -279,3 +321,9 @@ class LoRAProAdamW(torch.optim.Optimizer):
             for key, value in entries.items():
                 if isinstance(value, torch.Tensor) and value.is_floating_point():
                     self.state[p][key] = value.to(device=p.device, copy=True)
+        for p in params:  # only LoRA factors decay toward anchors, and only with "init"
+            if id(p) not in self._paired or self.weight_decay_to == "zero":
+                if "initial" in self.state.get(p, {}):
+                    del self.state[p]["initial"]
+            elif "initial" not in self.state[p] and id(p) in own:
+                self.state[p]["initial"] = own[id(p)]

@@ -10,6 +10,7 @@ changes or a state entry was replaced (``load_state_dict``, user code).
 
 from __future__ import annotations
 
+from operator import is_
 from typing import Any
 
 import torch
@@ -25,15 +26,42 @@ __all__ = ["step_efficient", "step_full"]
 CHUNK_ELEMENTS = 1 << 20
 
 
+class _Cache:
+    """A built layout and what must still hold for its views to be the state."""
+
+    __slots__ = ("dicts", "key", "layout", "links", "params", "snapshot", "state")
+
+    def __init__(self, key: tuple, layout: Layout, links: list, opt: Any) -> None:
+        self.key, self.layout, self.links, self.state = key, layout, links, opt.state
+        self.params = layout.params
+        self.dicts = [opt.state[t] for t in self.params]  # the dicts the links live in
+        self.snapshot = tuple(opt.state.values())
+
+    def holds(self, opt: Any, key: tuple) -> bool:
+        """Whether the views are still the state of ``key``'s pairs (see `_layout_for`)."""  # numpydoc ignore=PR01,RT01
+        if self.key != key or self.state is not opt.state or not _links_hold(self.links):
+            return False
+        state = opt.state
+        # Fast path: no per-parameter dict of the state was replaced, added or deleted
+        # (identity of the values, C-level, no tensor hashing).
+        if len(state) == len(self.snapshot) and all(map(is_, state.values(), self.snapshot)):
+            return True
+        # Something changed (often only a plain parameter's first state): check ours.
+        if not all(map(is_, map(state.get, self.params), self.dicts)):
+            return False
+        self.snapshot = tuple(state.values())
+        return True
+
+
 def _layout_for(opt: Any, pairs: list) -> Layout:
     """The cached layout of ``pairs`` (those with gradients), rebuilt when stale."""  # numpydoc ignore=PR01,RT01
     key = tuple(id(p.A) for p in pairs)
     cached = opt._stacked
-    # Valid while every state entry is still the view placed there (string-keyed
-    # lookups in the per-parameter dicts: hashing tensors is a Python call each).
-    if cached is not None and cached[0] == key and cached[3] is opt.state:
-        if _links_hold(cached[2]):
-            return cached[1]
+    # Valid while every parameter's state dict is the one the views were placed in and
+    # still holds them: user code may replace an entry, the whole dict
+    # (``opt.state[p] = {...}``) or delete it, as with any torch optimizer.
+    if cached is not None and cached.holds(opt, key):
+        return cached.layout
     group_index = {id(t): i for i, g in enumerate(opt.param_groups) for t in g["params"]}
 
     def key_of(p: Any) -> tuple:
@@ -44,10 +72,10 @@ def _layout_for(opt: Any, pairs: list) -> Layout:
     links = _adopt(opt, layout)
     if cached is not None:  # pairs left out keep their values, not the old stacks
         kept = {id(d) for d, _, _ in links}
-        for d, name, view in cached[2]:
+        for d, name, view in cached.links:
             if id(d) not in kept and d.get(name) is view:
                 d[name] = view.clone()
-    opt._stacked = (key, layout, links, opt.state)
+    opt._stacked = _Cache(key, layout, links, opt)
     return layout
 
 

@@ -1,0 +1,161 @@
+"""LoRAProAdamW under adversarial use: user code touching parameters, state and groups.
+
+The optimizer keeps factors and Adam states in per-shape stacks with the per-parameter
+state entries as views; these tests check that what a user does through the ordinary
+``torch.optim`` surface (replacing or deleting ``optimizer.state[p]``, loading states of
+another format, schedulers, AMP, accumulation, DDP, a real model) is honoured exactly
+as a per-layer optimizer would honour it.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import lowrank  # noqa: E402
+from lowrank.torch import LoRAProAdamW  # noqa: E402
+
+#: (out, in, r): two layers share a shape (one stack), one has its own, one another rank
+SHAPES = [(8, 12, 3), (8, 12, 3), (20, 12, 3), (10, 6, 2)]
+
+
+def make_pairs(seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    pairs = []
+    for i, (out, n_in, r) in enumerate(SHAPES):
+        A = torch.randn(r, n_in, generator=g, dtype=dtype) / n_in**0.5
+        B = torch.randn(out, r, generator=g, dtype=dtype) / r**0.5
+        pairs.append((torch.nn.Parameter(A), torch.nn.Parameter(B), 0.5 + 0.5 * i))
+    return pairs
+
+
+def params_of(pairs):
+    return [t for A, B, _ in pairs for t in (A, B)]
+
+
+def set_grads(pairs, k):
+    """LoRA gradients s BᵀG and s G Aᵀ of a seeded full gradient G."""
+    g = torch.Generator().manual_seed(100 + k)
+    for A, B, s in pairs:
+        G = torch.randn(B.shape[0], A.shape[1], generator=g, dtype=A.dtype)
+        A.grad = s * B.detach().T @ G
+        B.grad = s * G @ A.detach().T
+
+
+def twin_of(pairs):
+    twin = make_pairs()
+    with torch.no_grad():
+        for a, b in zip(params_of(twin), params_of(pairs), strict=True):
+            a.copy_(b)
+    return twin
+
+
+def assert_same_params(got, want, tol=1e-13):
+    # Same arithmetic on the same float64 inputs; only the stacking (which layers are
+    # batched together) may differ, which changes no per-layer operation: rounding only.
+    for a, b in zip(params_of(got), params_of(want), strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=tol), float((a - b).detach().abs().max())
+
+
+@pytest.mark.parametrize("mode", ["efficient", "full"])
+@pytest.mark.parametrize("how", ["replace", "delete"])
+def test_a_replaced_or_deleted_state_dict_restarts_adam_for_that_parameter(mode, how):
+    """``optimizer.state[p] = {...}`` / ``del optimizer.state[p]`` as in torch.optim: the
+    next step starts Adam afresh for p (a stale dict holding views must not win)."""
+    pairs = make_pairs()
+    opt = LoRAProAdamW(params_of(pairs), lr=1e-2, mode=mode, weight_decay_to="zero", pairs=pairs)
+    for k in range(2):
+        set_grads(pairs, k)
+        opt.step()
+    for t in params_of(pairs):
+        if how == "replace":
+            opt.state[t] = {}
+        else:
+            del opt.state[t]
+    fresh_pairs = twin_of(pairs)
+    fresh = LoRAProAdamW(
+        params_of(fresh_pairs), lr=1e-2, mode=mode, weight_decay_to="zero", pairs=fresh_pairs
+    )
+    for ps, o in ((pairs, opt), (fresh_pairs, fresh)):
+        set_grads(ps, 2)
+        o.step()
+    assert_same_params(pairs, fresh_pairs)
+    A = pairs[0][0]
+    assert opt.state[A]["step"] == 1  # the dict now in the state is the one stepped
+    key = "exp_avg" if mode == "efficient" else "weight_exp_avg"
+    assert torch.equal(opt.state[A][key], fresh.state[fresh_pairs[0][0]][key])
+
+
+def test_a_replaced_state_dict_with_saved_values_is_used():
+    """Restoring one parameter's saved state dict (a copy) rewinds its Adam moments."""
+    pairs = make_pairs()
+    opt = LoRAProAdamW(params_of(pairs), lr=1e-2, weight_decay_to="zero", pairs=pairs)
+    set_grads(pairs, 0)
+    opt.step()
+    saved = {id(t): copy.deepcopy(dict(opt.state[t])) for t in params_of(pairs)}
+    twin = twin_of(pairs)
+    twin_opt = LoRAProAdamW(params_of(twin), lr=1e-2, weight_decay_to="zero", pairs=twin)
+    for t, u in zip(params_of(pairs), params_of(twin), strict=True):
+        twin_opt.state[u].update(copy.deepcopy(saved[id(t)]))
+    set_grads(pairs, 1)
+    opt.step()  # moments move on; rewind them to step 1 by replacing the dicts
+    with torch.no_grad():
+        for t, u in zip(params_of(pairs), params_of(twin), strict=True):
+            t.copy_(u)
+    for t in params_of(pairs):
+        opt.state[t] = copy.deepcopy(saved[id(t)])
+    for ps, o in ((pairs, opt), (twin, twin_opt)):
+        set_grads(ps, 5)
+        o.step()
+    assert_same_params(pairs, twin)
+
+
+def test_meta_parameters_are_refused_by_name():
+    with torch.device("meta"):
+        A, B = torch.nn.Parameter(torch.empty(3, 12)), torch.nn.Parameter(torch.empty(9, 3))
+    with pytest.raises(ValueError, match=r"pair0.*meta"):
+        LoRAProAdamW([A, B], pairs=[(A, B, 2.0)])
+    other = torch.nn.Parameter(torch.empty(4, device="meta"))
+    A, B = torch.nn.Parameter(torch.ones(3, 12)), torch.nn.Parameter(torch.ones(9, 3))
+    with pytest.raises(ValueError, match="meta"):
+        LoRAProAdamW([A, B, other], pairs=[(A, B, 2.0)])
+
+
+def decay_only_step(opt, pairs):
+    """A step with zero gradients and zero moments: only the decoupled decay moves p."""
+    for t in params_of(pairs):
+        t.grad = torch.zeros_like(t)
+    opt.step()
+
+
+@pytest.mark.parametrize("mode", ["efficient", "full"])
+def test_weight_decay_to_survives_loading_a_state_without_or_with_anchors(mode):
+    """Loading a state dict saved without anchors keeps this optimizer's own anchors
+    (weight_decay_to="init"); a "zero" optimizer ignores anchors found in a loaded state."""
+    lr, wd = 0.1, 0.5
+    pairs = make_pairs()
+    init = [t.detach().clone() for t in params_of(pairs)]
+    plain = LoRAProAdamW(
+        params_of(pairs), lr=lr, weight_decay=wd, mode=mode, weight_decay_to="zero", pairs=pairs
+    )
+    anchored = LoRAProAdamW(
+        params_of(pairs), lr=lr, weight_decay=wd, mode=mode, weight_decay_to="init", pairs=pairs
+    )
+    no_anchors, with_anchors = plain.state_dict(), copy.deepcopy(anchored.state_dict())
+    with torch.no_grad():
+        for t in params_of(pairs):
+            t.add_(1.0)  # away from the anchors
+    moved = [t.detach().clone() for t in params_of(pairs)]
+    anchored.load_state_dict(no_anchors)
+    decay_only_step(anchored, pairs)
+    for t, p, p0 in zip(params_of(pairs), moved, init, strict=True):
+        assert torch.allclose(t, p - lr * wd * (p - p0), rtol=0, atol=1e-14)
+    moved = [t.detach().clone() for t in params_of(pairs)]
+    plain.load_state_dict(with_anchors)
+    decay_only_step(plain, pairs)
+    for t, p in zip(params_of(pairs), moved, strict=True):
+        assert torch.allclose(t, p * (1 - lr * wd), rtol=0, atol=1e-14)
