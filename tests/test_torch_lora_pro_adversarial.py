@@ -242,3 +242,86 @@ def test_minilm_twenty_steps_follow_the_float64_per_layer_reference_to_float32_r
         torch.set_num_threads(threads)
     assert all(opt.state[t]["step"] == 20 for t in factors)
     assert opt.param_groups[0]["lr"] == pytest.approx(2e-3 / 16)
+
+
+# --- DDP: two gloo ranks --------------------------------------------------------------
+
+WORLD = 2
+
+
+def _ddp_model():
+    peft = pytest.importorskip("peft")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        layers = torch.nn.Sequential(
+            torch.nn.Linear(10, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Tanh(),
+            torch.nn.Linear(16, 6),
+        )
+        cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["0", "2", "4"])
+        model = peft.get_peft_model(layers, cfg).double()
+    return model
+
+
+def _ddp_data(k):
+    """Step k's batch: 2 x 8 rows, one shard of 8 per rank."""
+    g = torch.Generator().manual_seed(50 + k)
+    return torch.randn(16, 10, generator=g, dtype=torch.float64), torch.randn(
+        16, 6, generator=g, dtype=torch.float64
+    )
+
+
+def _ddp_train(model, mode, rank=None):
+    opt = LoRAProAdamW(model, lr=1e-2, mode=mode, max_grad_norm=0.5)
+    for k in range(3):
+        x, y = _ddp_data(k)
+        if rank is not None:
+            x, y = x[8 * rank : 8 * rank + 8], y[8 * rank : 8 * rank + 8]
+        ((model(x) - y) ** 2).mean().backward()
+        opt.step()
+        opt.zero_grad()
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _ddp_worker(rank, port, out_dir):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        out = {}
+        for mode in ("efficient", "full"):
+            ddp = torch.nn.parallel.DistributedDataParallel(_ddp_model())
+            out[mode] = _ddp_train(ddp, mode, rank)
+        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_two_gloo_ranks_hold_identical_parameters_equal_to_one_process(tmp_path):
+    import socket
+
+    mp = pytest.importorskip("torch.multiprocessing")
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # fork: the children inherit the imported torch/peft
+    mp.start_processes(
+        _ddp_worker, args=(port, str(tmp_path)), nprocs=WORLD, join=True, start_method="fork"
+    )
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    for mode in ("efficient", "full"):
+        single = _ddp_train(_ddp_model(), mode)
+        assert len(single) == 6
+        for name, want in single.items():
+            key = f"module.{name}"
+            assert torch.equal(ranks[0][mode][key], ranks[1][mode][key]), (mode, name)
+            # DDP averages the shard gradients: the full-batch mean up to summation order
+            # (a few float64 ulps of the gradients), which Adam's normalisation passes on
+            # to an update of size lr relatively: lr · 1e4 ulps is a wide margin
+            err = float((ranks[0][mode][key] - want).abs().max())
+            assert err <= 1e-2 * 1e4 * torch.finfo(torch.float64).eps, (mode, name, err)
