@@ -325,3 +325,59 @@ def test_ddp_two_gloo_ranks_hold_identical_parameters_equal_to_one_process(tmp_p
             # to an update of size lr relatively: lr · 1e4 ulps is a wide margin
             err = float((ranks[0][mode][key] - want).abs().max())
             assert err <= 1e-2 * 1e4 * torch.finfo(torch.float64).eps, (mode, name, err)
+
+
+# --- dtypes and layouts: one optimizer over all pairs equals one optimizer per pair ----
+
+
+def mixed_pairs():
+    """bf16, fp16, float32 and float64 pairs (two of each shape share a stack), and a
+    float32 pair whose factors are non-contiguous (transposed storage)."""
+    pairs = []
+    for i, dtype in enumerate([torch.bfloat16, torch.float16, torch.float32, torch.float64] * 2):
+        A, B, _ = make_pairs(seed=i)[i % 2]
+        pairs.append((torch.nn.Parameter(A.to(dtype)), torch.nn.Parameter(B.to(dtype)), 1.5))
+    A, B, _ = make_pairs(seed=9)[0]
+    At = torch.nn.Parameter(A.float().T.contiguous().T)  # same values, strides (1, r)
+    Bt = torch.nn.Parameter(B.float().T.contiguous().T)
+    assert not At.is_contiguous() and not Bt.is_contiguous()
+    pairs.append((At, Bt, 1.5))
+    return pairs
+
+
+def mixed_grads(pairs, k):
+    g = torch.Generator().manual_seed(200 + k)
+    for A, B, s in pairs:
+        G = torch.randn(B.shape[0], A.shape[1], generator=g, dtype=torch.float64)
+        A.grad = (s * B.detach().double().T @ G).to(A.dtype)
+        B.grad = (s * G @ A.detach().double().T).to(B.dtype)
+
+
+@pytest.mark.parametrize("mode", ["efficient", "full"])
+def test_mixed_dtypes_and_strides_in_one_optimizer_equal_one_optimizer_per_pair(mode):
+    kw = {"lr": 1e-2, "weight_decay": 0.1, "mode": mode}
+    pairs, alone = mixed_pairs(), mixed_pairs()
+    opt = LoRAProAdamW(params_of(pairs), pairs=pairs, **kw)
+    singles = [LoRAProAdamW([A, B], pairs=[(A, B, s)], **kw) for A, B, s in alone]
+    for k in range(3):
+        mixed_grads(pairs, k)
+        mixed_grads(alone, k)
+        opt.step()
+        for o in singles:
+            o.step()
+    for (A, B, _), (a, b, _) in zip(pairs, alone, strict=True):
+        for t, u in ((A, a), (B, b)):
+            assert t.dtype == u.dtype and t.stride() == u.stride()
+            # the same per-layer arithmetic in the same compute dtype (float64 for float64,
+            # else float32), batched with other layers or not: compute-dtype rounding,
+            # then one rounding to the parameter's dtype (which may flip one ulp of it)
+            wide = torch.finfo(torch.float64 if t.dtype == torch.float64 else torch.float32)
+            scale = max(1.0, float(u.detach().abs().max()))
+            tol = max(torch.finfo(t.dtype).eps, 64 * wide.eps) * scale
+            assert float((t.detach().double() - u.detach().double()).abs().max()) <= tol
+            state = opt.state[t]
+            for key in ("exp_avg", "weight_exp_avg"):
+                if key in state:
+                    assert state[key].dtype == (
+                        torch.float64 if t.dtype == torch.float64 else torch.float32
+                    )
