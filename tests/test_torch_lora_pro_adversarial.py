@@ -381,3 +381,26 @@ def test_mixed_dtypes_and_strides_in_one_optimizer_equal_one_optimizer_per_pair(
                     assert state[key].dtype == (
                         torch.float64 if t.dtype == torch.float64 else torch.float32
                     )
+
+
+@pytest.mark.parametrize(("saved_mode", "mode"), [("efficient", "full"), ("full", "efficient")])
+def test_a_state_of_the_other_mode_starts_adam_afresh(saved_mode, mode):
+    """A state saved in the other mode has step counts but not this mode's moments: Adam
+    restarts (step 1's bias correction), as a fresh optimizer would, keeping the anchors."""
+    pairs = make_pairs()
+    saved = LoRAProAdamW(params_of(pairs), lr=1e-2, mode=saved_mode, pairs=pairs)
+    fresh_pairs = twin_of(pairs)  # anchors: the factors at build time, as `saved`'s
+    fresh = LoRAProAdamW(params_of(fresh_pairs), lr=1e-2, mode=mode, pairs=fresh_pairs)
+    for k in range(3):
+        set_grads(pairs, k)
+        saved.step()
+    with torch.no_grad():
+        for a, b in zip(params_of(fresh_pairs), params_of(pairs), strict=True):
+            a.copy_(b)
+    opt = LoRAProAdamW(params_of(pairs), lr=1e-2, mode=mode, pairs=pairs)
+    opt.load_state_dict(saved.state_dict())
+    for ps, o in ((pairs, opt), (fresh_pairs, fresh)):
+        set_grads(ps, 3)
+        o.step()
+    assert_same_params(pairs, fresh_pairs)
+    assert opt.state[pairs[0][0]]["step"] == 1

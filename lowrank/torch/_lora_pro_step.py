@@ -113,8 +113,16 @@ def _adopt(opt: Any, layout: Layout) -> list[tuple]:
             params = [getattr(p, side) for p in b.pairs]
             states = b.blocks[side, "state"] = [opt.state[t] for t in params]
             if opt.mode == "efficient" or side == "A":
+                moments = ("exp_avg", "exp_avg_sq")
+                if opt.mode == "full":
+                    moments = ("weight_exp_avg", "weight_exp_avg_sq")
                 for d in states:
-                    d.setdefault("step", 0)
+                    # no moments of this mode (a fresh, replaced or other-mode state):
+                    # Adam starts afresh, bias correction included
+                    if any(m not in d for m in moments):
+                        d["step"] = 0
+                    else:
+                        d.setdefault("step", 0)
             b.blocks[side, "param"] = list(stack)
             b.blocks[side, "grad"] = list(b.new[0] if side == "A" else b.new[1])
             for name, shape in _slab_names(opt, b, side):
