@@ -404,3 +404,28 @@ def test_a_state_of_the_other_mode_starts_adam_afresh(saved_mode, mode):
         o.step()
     assert_same_params(pairs, fresh_pairs)
     assert opt.state[pairs[0][0]]["step"] == 1
+
+
+@pytest.mark.parametrize("mode", ["efficient", "full"])
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_or_pickled_optimizer_continues_like_the_original(mode, how):
+    import pickle
+
+    pairs = make_pairs()
+    opt = LoRAProAdamW(params_of(pairs), lr=1e-2, mode=mode, weight_decay=0.1, pairs=pairs)
+    for k in range(2):
+        set_grads(pairs, k)
+        opt.step()
+    if how == "deepcopy":
+        twin, twin_opt = copy.deepcopy((pairs, opt))
+    else:
+        twin, twin_opt = pickle.loads(pickle.dumps((pairs, opt)))
+    assert twin_opt.mode == mode
+    assert twin_opt.pairs[0].A is twin[0][0]  # the copy's pairs are the copied factors
+    for k in range(2, 4):
+        for ps, o in ((pairs, opt), (twin, twin_opt)):
+            set_grads(ps, k)
+            o.step()
+    assert_same_params(pairs, twin, tol=0.0)
+    key = "exp_avg" if mode == "efficient" else "weight_exp_avg"
+    assert torch.equal(opt.state[pairs[1][0]][key], twin_opt.state[twin[1][0]][key])

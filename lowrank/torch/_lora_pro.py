@@ -242,6 +242,20 @@ class LoRAProAdamW(torch.optim.Optimizer):
                 msg = f"param group {index}, parameter {i} (shape {tuple(t.shape)}): {_META}"
                 raise ValueError(msg)
 
+    #: Attributes beyond torch.optim.Optimizer's that a copy or a pickle must carry.
+    _PICKLED = ("mode", "weight_decay_to", "gauge", "damping", "max_grad_norm", "pairs")
+
+    def __getstate__(self) -> dict[str, Any]:  # noqa: D105
+        state = super().__getstate__()
+        state.update({name: self.__dict__[name] for name in self._PICKLED})
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # noqa: D105
+        super().__setstate__(state)
+        # ids of the (copied) factors; stacks are rebuilt from the state's entries
+        self._paired = {id(t) for p in self.pairs for t in (p.A, p.B)}
+        self._stacked = None
+
     def _check_pairs_are_optimized(self) -> None:
         owned = {id(p) for g in self.param_groups for p in g["params"]}
         for pair in self.pairs:
