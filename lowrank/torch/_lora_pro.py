@@ -245,12 +245,14 @@ class LoRAProAdamW(torch.optim.Optimizer):
     #: Attributes beyond torch.optim.Optimizer's that a copy or a pickle must carry.
     _PICKLED = ("mode", "weight_decay_to", "gauge", "damping", "max_grad_norm", "pairs")
 
-    def __getstate__(self) -> dict[str, Any]:  # noqa: D105
+    def __getstate__(self) -> dict[str, Any]:
+        """Torch's optimizer state plus this optimizer's options and pairs."""  # numpydoc ignore=RT01
         state = super().__getstate__()
         state.update({name: self.__dict__[name] for name in self._PICKLED})
         return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:  # noqa: D105
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore from `__getstate__`; the stacks are rebuilt at the next step."""  # numpydoc ignore=PR01
         super().__setstate__(state)
         # ids of the (copied) factors; stacks are rebuilt from the state's entries
         self._paired = {id(t) for p in self.pairs for t in (p.A, p.B)}
