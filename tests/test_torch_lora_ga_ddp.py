@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 
 import pytest
 
 torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")
 pytest.importorskip("transformers")
-mp = pytest.importorskip("torch.multiprocessing")
+pytest.importorskip("torch.multiprocessing")
 
 import _hf_model as hf  # noqa: E402
+
+from dist_helpers import free_port, run_ranks  # noqa: E402
 
 import lowrank.torch as lt  # noqa: E402
 
@@ -69,21 +70,11 @@ def _worker(rank, port, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_two_gloo_ranks_get_the_single_process_init(tmp_path):
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available")
-    # fork: the children inherit the imported torch/transformers (a spawned child would
-    # spend most of the test importing them); each child runs torch single-threaded.
-    mp.start_processes(
-        _worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True,
-        start_method="fork",
-    )
+    run_ranks(_worker, (free_port(), str(tmp_path)), world=WORLD)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     for part in ("grads", "A", "B", "W"):  # every rank holds the same init, bit for bit
         for key, value in ranks[0][part].items():

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 
 import pytest
 
 torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")
-mp = pytest.importorskip("torch.multiprocessing")
+pytest.importorskip("torch.multiprocessing")
 fsdp = pytest.importorskip("torch.distributed.fsdp")
 if not hasattr(fsdp, "fully_shard"):
     pytest.skip("this torch has no FSDP2 fully_shard", allow_module_level=True)
+
+from dist_helpers import free_port, run_ranks  # noqa: E402
 
 import lowrank.torch as lt  # noqa: E402
 
@@ -80,17 +81,11 @@ def _is_dtensor(t):
     return type(t).__name__ == "DTensor"
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_fsdp2_estimation_is_the_global_mean_and_init_refuses_shards(tmp_path):
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available")
-    mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True,
-                       start_method="fork")
+    run_ranks(_worker, (free_port(), str(tmp_path)), world=WORLD)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     single = lt.estimate_gradients(_model(), _batches(), loss_fn=_loss, progress=False)
     eps = torch.finfo(torch.float32).eps
