@@ -429,3 +429,17 @@ def test_a_copied_or_pickled_optimizer_continues_like_the_original(mode, how):
     assert_same_params(pairs, twin, tol=0.0)
     key = "exp_avg" if mode == "efficient" else "weight_exp_avg"
     assert torch.equal(opt.state[pairs[1][0]][key], twin_opt.state[twin[1][0]][key])
+
+
+def test_complex_and_rank_zero_factors_are_refused_by_name():
+    from lowrank.torch import lora_pro_adjust_
+
+    A = torch.nn.Parameter(torch.ones(2, 5, dtype=torch.complex64))
+    B = torch.nn.Parameter(torch.ones(4, 2, dtype=torch.complex64))
+    with pytest.raises(TypeError, match=r"'pair0'.*A must be a real floating-point.*complex64"):
+        LoRAProAdamW([A, B], pairs=[(A, B, 2.0)])
+    A, B = torch.nn.Parameter(torch.ones(0, 5)), torch.nn.Parameter(torch.ones(4, 0))
+    with pytest.raises(ValueError, match=r"'pair0'.*rank must be >= 1.*\(0, 5\)"):
+        LoRAProAdamW([A, B], pairs=[(A, B, 2.0)])
+    with pytest.raises(ValueError, match="rank must be >= 1"):
+        lora_pro_adjust_([(A, B, 2.0)])

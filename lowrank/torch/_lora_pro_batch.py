@@ -28,13 +28,29 @@ class Pair:
 def resolve_pairs(source: Any, *, adapter: str | None = None) -> list[Pair]:
     """Return the pairs of a model, or normalise explicit pairs."""  # numpydoc ignore=PR01,RT01
     if isinstance(source, torch.nn.Module):
-        return [Pair(p.name, p.A, p.B, p.scaling) for p in find_lora_pairs(source, adapter=adapter)]
-    if not isinstance(source, Iterable):
+        found = find_lora_pairs(source, adapter=adapter)
+        pairs = [Pair(p.name, p.A, p.B, p.scaling) for p in found]
+    elif not isinstance(source, Iterable):
         msg = (
             f"expected a torch.nn.Module or an iterable of LoRA pairs; got {type(source).__name__}"
         )
         raise TypeError(msg)
-    return [_one_pair(item, i) for i, item in enumerate(source)]
+    else:
+        pairs = [_one_pair(item, i) for i, item in enumerate(source)]
+    for pair in pairs:
+        _check_factors(pair)
+    return pairs
+
+
+def _check_factors(pair: Pair) -> None:
+    """Real floating-point factors of rank >= 1 (stacks are real: complex would be cut)."""  # numpydoc ignore=PR01
+    for side, t in (("A", pair.A), ("B", pair.B)):
+        if not t.is_floating_point():
+            msg = f"pair {pair.name!r}: {side} must be a real floating-point tensor; got {t.dtype}"
+            raise TypeError(msg)
+    if pair.A.shape[0] == 0:
+        msg = f"pair {pair.name!r}: rank must be >= 1; got A of shape {tuple(pair.A.shape)}"
+        raise ValueError(msg)
 
 
 def _one_pair(item: Any, i: int) -> Pair:
