@@ -443,3 +443,36 @@ def test_complex_and_rank_zero_factors_are_refused_by_name():
         LoRAProAdamW([A, B], pairs=[(A, B, 2.0)])
     with pytest.raises(ValueError, match="rank must be >= 1"):
         lora_pro_adjust_([(A, B, 2.0)])
+
+
+@pytest.mark.parametrize("mode", ["efficient", "full"])
+def test_a_state_in_the_per_tensor_format_of_earlier_versions_continues_bitwise(mode):
+    """Earlier versions kept one separate tensor per state entry, the anchors in the
+    parameter's dtype (bf16 here): such a state loads and continues exactly."""
+    pairs = [(A.to(torch.bfloat16), B.to(torch.bfloat16), s) for A, B, s in make_pairs()]
+    pairs = [(torch.nn.Parameter(A), torch.nn.Parameter(B), s) for A, B, s in pairs]
+    opt = LoRAProAdamW(params_of(pairs), lr=1e-2, mode=mode, weight_decay=0.1, pairs=pairs)
+    for k in range(2):
+        set_grads(pairs, k)
+        opt.step()
+    sd = opt.state_dict()
+    params = params_of(pairs)
+
+    def separate(i, key, v):
+        if not torch.is_tensor(v):
+            return v
+        return (v.to(params[i].dtype) if key == "initial" else v).clone().contiguous()
+
+    old = {i: {k: separate(i, k, v) for k, v in e.items()} for i, e in sd["state"].items()}
+    assert old[0]["initial"].dtype == torch.bfloat16
+    twin = [
+        (torch.nn.Parameter(A.detach().clone()), torch.nn.Parameter(B.detach().clone()), s)
+        for A, B, s in pairs
+    ]
+    twin_opt = LoRAProAdamW(params_of(twin), lr=1e-2, mode=mode, weight_decay=0.1, pairs=twin)
+    twin_opt.load_state_dict({"state": old, "param_groups": sd["param_groups"]})
+    for k in range(2, 4):
+        for ps, o in ((pairs, opt), (twin, twin_opt)):
+            set_grads(ps, k)
+            o.step()
+    assert_same_params(pairs, twin, tol=0.0)
