@@ -91,11 +91,19 @@ def test_small_support_svd_approx_and_lora_ga():
     check_svd(a, res.U, res.S, res.Vh, k, eps("float64"))
     g = np.zeros((512, 512))
     g[:40] = np.random.default_rng(2).standard_normal((40, 512))
+    tol = 50 * eps("float64") * np.sqrt(512)
     for r in (8, 16):
-        A, B = lowrank.lora_ga_init(g, r, scaling=1.0, scale="unit", rng=0)
-        tol = 50 * eps("float64") * np.sqrt(512)
-        assert np.abs(B.T @ B - np.eye(r)).max() <= tol
-        assert np.abs(A @ A.T - np.eye(r)).max() <= tol
+        for compat in ("paper", "peft"):
+            A, B = lowrank.lora_ga_init(g, r, scaling=1.0, scale="unit", compat=compat, rng=0)
+            # orthonormal singular vectors, up to the column scales PEFT's variant puts
+            # on B (its columns carry the singular values)
+            gram_b, gram_a = B.T @ B, A @ A.T
+            d_b, d_a = np.sqrt(np.diag(gram_b)), np.sqrt(np.diag(gram_a))
+            assert np.abs(gram_b / np.outer(d_b, d_b) - np.eye(r)).max() <= tol
+            assert np.abs(gram_a / np.outer(d_a, d_a) - np.eye(r)).max() <= tol
+            if compat == "paper":
+                assert np.abs(gram_b - np.eye(r)).max() <= tol
+                assert np.abs(gram_a - np.eye(r)).max() <= tol
 
 
 def graded_sparse(m, n, density, seed):
