@@ -113,7 +113,8 @@ class LoRAProAdamW(torch.optim.Optimizer):
         ``W_res + s B A`` decays toward the initial effective weight. After a LoRA-GA
         init (``W_res = W - s B0 A0``) plain decay would pull it toward ``W - s B0 A0``
         instead of the pretrained ``W``. The anchors are kept in the optimizer state
-        (saved by ``state_dict``, so a resumed run keeps the original ones).
+        (saved by ``state_dict``, so a resumed run keeps the original ones; a loaded
+        state without anchors keeps this optimizer's).
         ``"zero"``: plain AdamW decay toward 0. Other parameters always decay toward 0.
     mode : {"efficient", "full"}, default "efficient"
         ``"efficient"``: Adam on the adjusted factor gradients, states the size of A and
@@ -153,8 +154,10 @@ class LoRAProAdamW(torch.optim.Optimizer):
     products and one batched ``eigh`` per rank, runs PyTorch's fused AdamW kernel on
     the stacks, and copies the factors back. The Adam states live in those stacks;
     ``self.state[p]`` holds views of them, so ``state_dict``/``load_state_dict`` work
-    per parameter as usual (after a load, or when an entry is replaced, the stacks are
-    rebuilt from the entries at the next step). On CPU with several threads the fused
+    per parameter as usual (after a load, or when an entry or a parameter's whole state
+    dict is replaced or deleted, the stacks are rebuilt from the entries at the next
+    step; a state without the moments of this ``mode`` starts Adam afresh, step count
+    included). Copies (``copy.deepcopy``, pickle) carry the options and pairs. On CPU with several threads the fused
     kernel is used only for large tensors (it opens a parallel region per tensor).
     ``python bench/bench_lora_pro.py`` times a step on all-MiniLM-L6-v2 against
     ``torch.optim.AdamW``.
