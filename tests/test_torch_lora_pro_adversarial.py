@@ -353,8 +353,18 @@ def mixed_grads(pairs, k):
         B.grad = (s * G @ A.detach().double().T).to(B.dtype)
 
 
+@pytest.fixture(params=["one thread", "default threads"])
+def threads(request):
+    """With one thread the stacks take the fused AdamW kernel, else (small tensors) _foreach."""
+    before = torch.get_num_threads()
+    if request.param == "one thread":
+        torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("mode", ["efficient", "full"])
-def test_mixed_dtypes_and_strides_in_one_optimizer_equal_one_optimizer_per_pair(mode):
+def test_mixed_dtypes_and_strides_in_one_optimizer_equal_one_optimizer_per_pair(mode, threads):
     kw = {"lr": 1e-2, "weight_decay": 0.1, "mode": mode}
     pairs, alone = mixed_pairs(), mixed_pairs()
     opt = LoRAProAdamW(params_of(pairs), pairs=pairs, **kw)
