@@ -31,6 +31,7 @@ from ._lora_ga_checks import (
 from ._lora_ga_dist import refuse_sharded, unwrap
 from ._lora_ga_factors import LoraGALayerInfo, offset_bound, plan_factors
 from ._lora_ga_io import LoraGAInitial, subtract_offset_
+from ._lora_ga_save import install_lora_ga_saving
 from ._lora_ga_targets import grad_for_pair, model_outputs_close
 
 __all__ = ["LoraGALayerInfo", "lora_ga_init_"]
@@ -66,7 +67,16 @@ def lora_ga_init_(
     refused: the base weight already carries an offset) or with a nonzero ``lora_B``
     (trained or loaded: replacing it would change the model). Success is recorded on
     the layers and as ``init_lora_weights="lora_ga"`` (PEFT's own value for LoRA-GA)
-    in the adapter's PEFT config, which ``save_pretrained`` writes. A
+    in the adapter's PEFT config. The base weights now differ from the original
+    ones, so PEFT's rank-r adapter alone would fit only this modified base: on a PEFT
+    model, ``save_pretrained`` (and with it ``Trainer.save_model`` and checkpoints)
+    therefore writes the rank-2r export of `export_lora_adapter`, which stock PEFT
+    loads on the original base, plus the rank-r adapter and the initial factors under
+    lowrank's own file names, which the model's ``load_adapter`` (Trainer's
+    ``resume_from_checkpoint``) reads back; both replacements live on the instance
+    and survive ``copy.deepcopy`` and pickling. ``save_pretrained(...,
+    lowrank_allow_modified_base=True)`` or PEFT's
+    ``path_initial_model_for_weight_conversion`` run PEFT's own saving. A
     failure after the first write (a layer or output check) restores every touched
     tensor exactly; this keeps one copy of the touched tensors during the call. A
     ``DistributedDataParallel`` wrapper is unwrapped; with equal gradients (from
@@ -186,6 +196,8 @@ def lora_ga_init_(
         model_outputs_close(model, check_inputs, before, growth)
     mark_initialised(pairs)
     mark_config_initialised(model, pairs)
+    if is_module:
+        install_lora_ga_saving(model, state)
     return (state, infos) if return_info else state
 
 

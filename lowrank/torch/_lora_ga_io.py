@@ -184,10 +184,12 @@ def apply_lora_ga_offset_(
     check_config_not_initialised(model, touched)
     check_not_initialised(touched)
     with restore_on_failure(touched):
-        for pair, init in todo:
-            subtract_offset_(pair, init.A, init.B)
+        applied = {pair.name: subtract_offset_(pair, init.A, init.B) for pair, init in todo}
     mark_initialised(touched)
     mark_config_initialised(model, touched)
+    from ._lora_ga_save import install_lora_ga_saving  # it imports this module
+
+    install_lora_ga_saving(model, applied)
 
 
 def export_lora_adapter(

@@ -4,18 +4,19 @@ The pre-pass reads the trainer's own dataloader and loss, so the gradients are t
 the training objective (and, under an initialised process group, ``estimate_gradients``
 all-reduces them, so every rank gets the same init). LoRA-GA replaces the base weight by
 ``W - s B0 A0``; an adapter saved by stock PEFT fits only that modified base. After the
-init, ``save_pretrained`` of the model (which ``Trainer.save_model`` and checkpointing
-call) writes the rank-2r adapter of `export_lora_adapter` instead, which stock PEFT
-loads on the original base.
+init (`lora_ga_init_` does this for any PEFT model), ``save_pretrained`` of the model
+(which ``Trainer.save_model`` and checkpointing call) writes the rank-2r adapter of
+`export_lora_adapter`, which stock PEFT loads on the original base, plus the rank-r
+adapter and the initial factors under lowrank's own file names, which the model's
+``load_adapter`` (what ``resume_from_checkpoint`` calls) reads back.
 """
 
 from __future__ import annotations
 
 import itertools
-import types
 from typing import Any
 
-from ._lora_ga import estimate_gradients, export_lora_adapter, lora_ga_init_
+from ._lora_ga import estimate_gradients, lora_ga_init_
 from ._lora_ga_dist import unwrap
 
 __all__ = ["lora_ga_init_trainer_"]
@@ -29,9 +30,12 @@ def lora_ga_init_trainer_(trainer: Any, *, n_batches: int = 8, **options: Any) -
     from ``trainer.compute_loss``. Afterwards the model's ``save_pretrained`` writes the
     trained adapter as a plain rank-2r LoRA for the unmodified base (see
     `export_lora_adapter`), so ``trainer.save_model()`` and checkpoints load with stock
-    ``PeftModel.from_pretrained(original_base, path)``. Such a checkpoint holds the
-    exported adapter, not the training state of the rank-r one: to resume training,
-    rebuild with `apply_lora_ga_offset_` from the saved initial state.
+    ``PeftModel.from_pretrained(original_base, path)``. Each checkpoint also holds the
+    rank-r adapter being trained and the initial factors, so
+    ``trainer.train(resume_from_checkpoint=...)`` continues exactly in the same
+    process; in a new one, rebuild the model first with ``apply_lora_ga_offset_(model,
+    load_lora_ga_init(checkpoint / "lowrank_lora_ga_init.pt"))`` (a model initialised
+    differently is refused by name).
 
     Parameters
     ----------
@@ -61,20 +65,5 @@ def lora_ga_init_trainer_(trainer: Any, *, n_batches: int = 8, **options: Any) -
     grads = estimate_gradients(
         model, batches, loss_fn=lambda m, b: trainer.compute_loss(m, b), progress=False
     )
-    state = lora_ga_init_(model, grads, **options)
-    _save_as_export(model, state)
-    return state
+    return lora_ga_init_(model, grads, **options)
 
-
-def _save_as_export(model: Any, state: dict[str, Any]) -> None:
-    """Make ``model.save_pretrained`` write the rank-2r export for the original base."""  # numpydoc ignore=PR01
-
-    def save_pretrained(self: Any, save_directory: Any, *args: Any, **kwargs: Any) -> None:
-        # state_dict/safe_serialization from the Trainer describe the rank-r adapter on the
-        # modified base; the export is rebuilt from the live parameters instead.
-        if not kwargs.get("is_main_process", True):
-            return  # other ranks of a distributed run write nothing, as in PEFT
-        adapter = getattr(self, "active_adapter", "default")
-        export_lora_adapter(self, state, save_directory, adapter=adapter)
-
-    object.__setattr__(model, "save_pretrained", types.MethodType(save_pretrained, model))
