@@ -254,7 +254,10 @@ def _ddp_model():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         layers = torch.nn.Sequential(
-            torch.nn.Linear(10, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Tanh(),
+            torch.nn.Linear(10, 16),
+            torch.nn.Tanh(),
+            torch.nn.Linear(16, 16),
+            torch.nn.Tanh(),
             torch.nn.Linear(16, 6),
         )
         cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["0", "2", "4"])
