@@ -489,3 +489,28 @@ def test_a_state_in_the_per_tensor_format_of_earlier_versions_continues_bitwise(
             set_grads(ps, k)
             o.step()
     assert_same_params(pairs, twin, tol=0.0)
+
+
+def test_a_pair_added_mid_training_gets_lora_pro_not_also_plain_adamw():
+    """A new adapter added with add_param_group and assigned to ``pairs`` is stepped once,
+    by LoRA-Pro (anchored at its value then), exactly as by an optimizer of its own."""
+    pairs = make_pairs()
+    first, (A, B, s) = pairs[:3], pairs[3]
+    opt = LoRAProAdamW(params_of(first), lr=1e-2, weight_decay=0.1, pairs=first)
+    set_grads(first, 0)
+    opt.step()
+    with pytest.raises(AttributeError):
+        opt.pairs.append((A, B, s))  # a tuple: edits must go through assignment
+    with pytest.raises(ValueError, match="must be in the optimizer's params"):
+        opt.pairs = [*opt.pairs, (A, B, s)]
+    opt.add_param_group({"params": [A, B]})
+    opt.pairs = [*opt.pairs, (A, B, s)]
+    a, b = (torch.nn.Parameter(t.detach().clone()) for t in (A, B))
+    alone = LoRAProAdamW([a, b], lr=1e-2, weight_decay=0.1, pairs=[(a, b, s)])
+    for k in (1, 2):
+        set_grads(pairs, k)
+        a.grad, b.grad = A.grad.clone(), B.grad.clone()  # equal factors: equal gradients
+        opt.step()
+        alone.step()
+    assert_same_params([(A, B, s)], [(a, b, s)])
+    assert opt.state[A]["step"] == 2

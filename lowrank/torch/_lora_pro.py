@@ -157,8 +157,9 @@ class LoRAProAdamW(torch.optim.Optimizer):
     per parameter as usual (after a load, or when an entry or a parameter's whole state
     dict is replaced or deleted, the stacks are rebuilt from the entries at the next
     step; a state without the moments of this ``mode`` starts Adam afresh, step count
-    included). Copies (``copy.deepcopy``, pickle) carry the options and pairs. On CPU with several threads the fused
-    kernel is used only for large tensors (it opens a parallel region per tensor).
+    included). Copies (``copy.deepcopy``, pickle) carry the options and pairs. On CPU
+    with several threads the fused kernel is used only for large tensors (it opens a
+    parallel region per tensor).
     ``python bench/bench_lora_pro.py`` times a step on all-MiniLM-L6-v2 against
     ``torch.optim.AdamW``.
 
@@ -221,14 +222,39 @@ class LoRAProAdamW(torch.optim.Optimizer):
                 raise ValueError(msg)
         defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
         super().__init__(params, defaults)
-        self.pairs = found
-        self._check_pairs_are_optimized()
-        self._paired = {id(t) for p in self.pairs for t in (p.A, p.B)}
-        if self.weight_decay_to == "init":
-            for t in (t for p in self.pairs for t in (p.A, p.B)):
-                self.state[t]["initial"] = t.detach().clone()
         # the stacked storage whose views the state holds (`_lora_pro_step._Cache`)
         self._stacked: Any = None
+        self._pairs: tuple[Pair, ...] = ()
+        self.pairs = found
+
+    @property
+    def pairs(self) -> tuple[Pair, ...]:
+        """The LoRA pairs (a tuple: assign a new sequence of pairs to change them).
+
+        Both factors of an assigned pair must already be optimized (``add_param_group``);
+        new factors are anchored at their current value (``weight_decay_to="init"``),
+        factors left out get plain AdamW from then on.
+        """  # numpydoc ignore=RT01
+        return self._pairs
+
+    @pairs.setter
+    def pairs(self, value: Any) -> None:
+        pairs = tuple(resolve_pairs(value))
+        for pair in pairs:
+            if pair.A.is_meta or pair.B.is_meta:
+                msg = f"LoRA pair {pair.name!r}: {_META}"
+                raise ValueError(msg)
+        self._check_pairs_are_optimized(pairs)
+        paired = {id(t) for p in pairs for t in (p.A, p.B)}
+        for t in (t for p in self._pairs for t in (p.A, p.B) if id(t) not in paired):
+            self.state[t].pop("initial", None)  # no longer a factor: plain AdamW from now on
+        self._pairs = pairs
+        # ids of the paired factors: `step` gives every other parameter plain AdamW
+        self._paired = paired
+        if self.weight_decay_to == "init":
+            for t in (t for p in pairs for t in (p.A, p.B)):
+                if "initial" not in self.state[t]:
+                    self.state[t]["initial"] = t.detach().clone()
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group (as `torch.optim.Optimizer.add_param_group`).
@@ -238,15 +264,17 @@ class LoRAProAdamW(torch.optim.Optimizer):
         param_group : dict
             The group: ``params`` and optional hyper-parameters.
         """
-        super().add_param_group(param_group)
-        index = len(self.param_groups) - 1
-        for i, t in enumerate(self.param_groups[index]["params"]):
-            if t.is_meta:
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        index = len(self.param_groups)
+        for i, t in enumerate(params):
+            if isinstance(t, torch.Tensor) and t.is_meta:
                 msg = f"param group {index}, parameter {i} (shape {tuple(t.shape)}): {_META}"
                 raise ValueError(msg)
+        super().add_param_group({**param_group, "params": params})
 
     #: Attributes beyond torch.optim.Optimizer's that a copy or a pickle must carry.
-    _PICKLED = ("mode", "weight_decay_to", "gauge", "damping", "max_grad_norm", "pairs")
+    _PICKLED = ("mode", "weight_decay_to", "gauge", "damping", "max_grad_norm", "_pairs")
 
     def __getstate__(self) -> dict[str, Any]:
         """Torch's optimizer state plus this optimizer's options and pairs."""  # numpydoc ignore=RT01
@@ -258,17 +286,17 @@ class LoRAProAdamW(torch.optim.Optimizer):
         """Restore from `__getstate__`; the stacks are rebuilt at the next step."""  # numpydoc ignore=PR01
         super().__setstate__(state)
         # ids of the (copied) factors; stacks are rebuilt from the state's entries
-        self._paired = {id(t) for p in self.pairs for t in (p.A, p.B)}
+        self._paired = {id(t) for p in self._pairs for t in (p.A, p.B)}
         self._stacked = None
 
-    def _check_pairs_are_optimized(self) -> None:
+    def _check_pairs_are_optimized(self, pairs: tuple[Pair, ...]) -> None:
         owned = {id(p) for g in self.param_groups for p in g["params"]}
-        for pair in self.pairs:
+        for pair in pairs:
             if id(pair.A) not in owned or id(pair.B) not in owned:
                 msg = f"LoRA pair {pair.name!r}: both A and B must be in the optimizer's params"
                 raise ValueError(msg)
         seen: dict[int, str] = {}
-        for pair in self.pairs:
+        for pair in pairs:
             for side, t in (("A", pair.A), ("B", pair.B)):
                 first = seen.setdefault(id(t), f"{pair.name!r} ({side})")
                 if first != f"{pair.name!r} ({side})":
