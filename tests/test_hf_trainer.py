@@ -112,9 +112,12 @@ def test_plain_save_after_init_reloads_on_the_original_base(tmp_path):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in files.items())  # untouched
     want = _logits(model)
     got = _logits(peft.PeftModel.from_pretrained(classifier(), str(tmp_path / "adapter")))
-    # (PEFT's rank-r adapter on this original base was 0.357 off in the setup)
     tol = 64 * torch.finfo(torch.float32).eps * float(want.abs().max())
     assert float((got - want).abs().max()) <= tol
+    # PEFT's own rank-r adapter (the opt-out) misses every offset s B0 A0 on this base
+    model.save_pretrained(str(tmp_path / "rank_r"), lowrank_allow_modified_base=True)
+    off = _logits(peft.PeftModel.from_pretrained(classifier(), str(tmp_path / "rank_r")))
+    assert float((off - want).abs().max()) > 100 * tol
 
 
 def _args(out, **kw):
