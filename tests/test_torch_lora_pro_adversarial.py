@@ -514,3 +514,93 @@ def test_a_pair_added_mid_training_gets_lora_pro_not_also_plain_adamw():
         alone.step()
     assert_same_params([(A, B, s)], [(a, b, s)])
     assert opt.state[A]["step"] == 2
+
+
+# --- user code between steps, against a per-layer float64 reference ---------------------
+
+
+class Reference:
+    """Per-layer efficient-mode LoRAProAdamW: `lowrank.lora_pro_adjust` on each pair, then
+    textbook AdamW per factor (decay toward the anchor first), hyper-parameters read from
+    the optimizer's groups at each step as a torch optimizer reads them."""
+
+    def __init__(self, pairs, opt):
+        self.pairs, self.opt = pairs, opt
+        self.state = {id(t): {"t": 0, "m": 0.0, "v": 0.0} for t in params_of(pairs)}
+        self.anchor = {id(t): t.detach().clone() for t in params_of(pairs)}
+
+    def step(self, active):
+        """The factors after a step (``active``: pairs with gradients)."""
+        group = {id(t): g for g in self.opt.param_groups for t in g["params"]}
+        out = {}
+        for A, B, s in active:
+            gA = torch.zeros_like(A) if A.grad is None else A.grad
+            gB = torch.zeros_like(B) if B.grad is None else B.grad
+            adj = lowrank.lora_pro_adjust(A.detach(), B.detach(), gA, gB, scaling=s)
+            for t, g in zip((A, B), adj, strict=True):
+                h, st = group[id(t)], self.state[id(t)]
+                (b1, b2), lr, wd = h["betas"], h["lr"], h["weight_decay"]
+                st["t"] += 1
+                st["m"] = b1 * st["m"] + (1 - b1) * g
+                st["v"] = b2 * st["v"] + (1 - b2) * g * g
+                d = (st["m"] / (1 - b1 ** st["t"])) / (
+                    (st["v"] / (1 - b2 ** st["t"])).sqrt() + h["eps"]
+                )
+                x = t.detach()
+                out[id(t)] = x - lr * wd * (x - self.anchor[id(t)]) - lr * d
+        return out
+
+
+def test_user_code_between_steps_is_seen_by_the_next_step():
+    """In place edits (mul_, copy_, ``.data =``, load_state_dict), zero_grad(set_to_none=
+    False), a frozen then unfrozen layer, a layer the loss skips, new lr/decay/betas/eps
+    and an added param group: each step equals the per-layer reference from the same
+    parameters and gradients (float64, eps >= 0.1: the Adam map is Lipschitz, rounding
+    stays at 1e3 ulps)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*(torch.nn.Linear(6, 6, dtype=torch.float64) for _ in range(3)))
+    g = torch.Generator().manual_seed(0)
+    pairs = []
+    for layer in model:
+        layer.requires_grad_(False)
+        A = torch.nn.Parameter(torch.randn(2, 6, generator=g, dtype=torch.float64))
+        B = torch.nn.Parameter(torch.randn(6, 2, generator=g, dtype=torch.float64))
+        pairs.append((A, B, 2.0))
+    opt = LoRAProAdamW(params_of(pairs), lr=1e-2, eps=0.1, weight_decay=0.1, pairs=pairs)
+    ref = Reference(pairs, opt)
+    extra = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    twin = copy.deepcopy([t.detach() for t in params_of(pairs)])
+
+    def forward(x, skip=None):
+        for i, (layer, (A, B, s)) in enumerate(zip(model, pairs, strict=True)):
+            if i != skip:
+                x = torch.tanh(layer(x) + s * x @ A.T @ B.T)
+        return x
+
+    edits = {
+        1: lambda: pairs[0][0].mul_(0.5),
+        2: lambda: pairs[1][1].copy_(torch.full_like(pairs[1][1], 0.3)),
+        3: lambda: setattr(pairs[2][0], "data", pairs[2][0].data * 0.7 + 0.01),
+        4: lambda: [t.copy_(u) for t, u in zip(params_of(pairs), twin, strict=True)],
+        5: lambda: opt.param_groups[0].update(lr=3e-3, weight_decay=0.3, betas=(0.8, 0.9)),
+        6: lambda: opt.add_param_group({"params": [extra], "lr": 1e-2}),
+    }
+    for k in range(9):
+        with torch.no_grad():
+            edits.get(k, lambda: None)()
+        frozen = pairs[1] if k in (3, 4) else None
+        for t in params_of(pairs):
+            t.requires_grad_(frozen is None or all(t is not u for u in frozen[:2]))
+        x = torch.randn(16, 6, generator=g, dtype=torch.float64)
+        forward(x, skip=2 if k == 5 else None).square().mean().backward()
+        if k >= 6:
+            extra.grad = torch.full_like(extra, 0.1 * k)
+        active = [p for p in pairs if p[0].grad is not None or p[1].grad is not None]
+        want = ref.step(active)
+        opt.step()
+        for t in (t for p in active for t in p[:2]):
+            err = float((t.detach() - want[id(t)]).abs().max())
+            assert err <= 1e3 * torch.finfo(torch.float64).eps, (k, err)
+        opt.zero_grad(set_to_none=k % 2 == 0)  # odd steps: zeroed grads stay (all stepped)
+    assert opt.state[pairs[0][0]]["step"] == 9
+    assert opt.state[pairs[1][0]]["step"] < 9  # frozen at steps 3-4 after a set_to_none
