@@ -123,6 +123,17 @@ def test_meta_parameters_are_refused_by_name():
     A, B = torch.nn.Parameter(torch.ones(3, 12)), torch.nn.Parameter(torch.ones(9, 3))
     with pytest.raises(ValueError, match="meta"):
         LoRAProAdamW([A, B, other], pairs=[(A, B, 2.0)])
+    opt = LoRAProAdamW([A, B], pairs=[(A, B, 2.0)])
+    with pytest.raises(ValueError, match="param group 1, parameter 0.*meta"):
+        opt.add_param_group({"params": other})
+    assert len(opt.param_groups) == 1  # refused before it was added
+
+
+def test_tied_factors_are_refused_naming_both_pairs():
+    A = torch.nn.Parameter(torch.ones(2, 5))
+    B1, B2 = torch.nn.Parameter(torch.ones(4, 2)), torch.nn.Parameter(torch.ones(4, 2))
+    with pytest.raises(ValueError, match=r"'pair0' \(A\) and 'pair1' \(A\)"):
+        LoRAProAdamW([A, B1, B2], pairs=[(A, B1, 2.0), (A, B2, 2.0)])
 
 
 def decay_only_step(opt, pairs):
@@ -604,3 +615,39 @@ def test_user_code_between_steps_is_seen_by_the_next_step():
         opt.zero_grad(set_to_none=k % 2 == 0)  # odd steps: zeroed grads stay (all stepped)
     assert opt.state[pairs[0][0]]["step"] == 9
     assert opt.state[pairs[1][0]]["step"] < 9  # frozen at steps 3-4 after a set_to_none
+
+
+@pytest.mark.parametrize("mode", ["efficient", "full"])
+def test_grad_scaler_step_equals_the_unscaled_step_and_skips_non_finite(mode):
+    """scaler.step(opt): gradients of a loss scaled by 2**10 are exactly 2**10 times the
+    plain ones (powers of two scale exactly), unscale_ divides them back, so every step
+    equals a plain one bit for bit; a step with an Inf gradient is skipped."""
+    pairs, plain = make_pairs(dtype=torch.float32), make_pairs(dtype=torch.float32)
+    kw = {"lr": 1e-2, "mode": mode, "max_grad_norm": 1.0}
+    opt = LoRAProAdamW(params_of(pairs), pairs=pairs, **kw)
+    ref = LoRAProAdamW(params_of(plain), pairs=plain, **kw)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
+    x = torch.randn(8, 12, generator=torch.Generator().manual_seed(0))
+
+    def loss(ps):
+        A, B, s = ps[0]
+        return (x @ (s * B @ A).T).square().mean() + sum(
+            (s * B @ A).square().sum() for A, B, s in ps[1:]
+        )
+
+    for k in range(3):
+        scaler.scale(loss(pairs)).backward()
+        if k == 1:
+            pairs[0][0].grad[0, 0] = float("inf")
+        before = [t.detach().clone() for t in params_of(pairs)]
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+        if k == 1:  # skipped: nothing moved, no step counted
+            assert all(torch.equal(t, b) for t, b in zip(params_of(pairs), before, strict=True))
+            continue
+        loss(plain).backward()
+        ref.step()
+        ref.zero_grad()
+        assert_same_params(pairs, plain, tol=0.0)
+    assert opt.state[pairs[0][0]]["step"] == 2
