@@ -5,7 +5,8 @@ weight-space ``weight_exp_avg``/``weight_exp_avg_sq``) are views of one stack pe
 bucket, so ``state_dict``/``load_state_dict`` still see one tensor per parameter while
 a step touches a few large tensors instead of many small ones. The stacks are rebuilt
 (adopting the current per-parameter values) whenever the set of pairs with gradients
-changes or a state entry was replaced (``load_state_dict``, user code).
+changes, or a state entry or a parameter's whole state dict was replaced or deleted
+(``load_state_dict``, user code).
 """
 
 from __future__ import annotations
