@@ -71,7 +71,7 @@ def _init_table(ctx: DemoContext) -> None:
 
 
 def _loss_curves(quick: bool) -> dict[str, list[float]] | None:
-    """Full fine-tuning, vanilla LoRA and LoRA-GA on a small teacher-student MLP."""  # numpydoc ignore=PR01,RT01
+    """Full fine-tuning, vanilla LoRA and LoRA-GA (two scalings) on a teacher-student MLP."""  # numpydoc ignore=PR01,RT01
     try:
         import torch
         from peft import LoraConfig, get_peft_model
@@ -114,12 +114,19 @@ def _loss_curves(quick: bool) -> dict[str, list[float]] | None:
             copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, target_modules=["0", "2"])
         )
 
-    ga = lora()
-    lt.lora_ga_init_(ga, lt.estimate_gradients(ga, [(X, Y)], loss_fn=mse, progress=False))
+    def lora_ga(**options: Any) -> Any:
+        model = lora()
+        grads = lt.estimate_gradients(model, [(X, Y)], loss_fn=mse, progress=False)
+        lt.lora_ga_init_(model, grads, **options)
+        return model
+
+    # the default (compat="peft", PEFT's scaling) and the paper's scaling, whose offsets
+    # are much larger; both at the same learning rate as vanilla LoRA
     return {
         "full fine-tuning": train(copy.deepcopy(base)),
         "LoRA (r=4)": train(lora()),
-        "LoRA-GA (r=4)": train(ga),
+        "LoRA-GA (r=4, default)": train(lora_ga()),
+        'LoRA-GA (r=4, compat="paper")': train(lora_ga(compat="paper")),
     }
 
 

@@ -1,5 +1,8 @@
 """Make ``lora_ga_loss.png``: training loss of full fine-tuning, LoRA and LoRA-GA.
 
+LoRA-GA appears twice: with the default (``compat="peft"``, PEFT's scaling) and with
+``compat="paper"`` (the official code's scaling, much larger offsets).
+
 Run from the repository root: ``python docs/theory/img/make_lora_ga.py`` (needs torch,
 peft and matplotlib). The task is the teacher-student MLP of the ``lowrank demo``
 LoRA-GA section and of ``tests/test_torch_lora_ga.py``.
