@@ -315,18 +315,12 @@ def _ddp_worker(rank, port, out_dir):
 
 
 def test_ddp_two_gloo_ranks_hold_identical_parameters_equal_to_one_process(tmp_path):
-    import socket
+    from dist_helpers import free_port, run_ranks
 
-    mp = pytest.importorskip("torch.multiprocessing")
+    pytest.importorskip("torch.multiprocessing")
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # fork: the children inherit the imported torch/peft
-    mp.start_processes(
-        _ddp_worker, args=(port, str(tmp_path)), nprocs=WORLD, join=True, start_method="fork"
-    )
+    run_ranks(_ddp_worker, (free_port(), str(tmp_path)), world=WORLD)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     for mode in ("efficient", "full"):
         single = _ddp_train(_ddp_model(), mode)
