@@ -228,3 +228,13 @@ def test_opt_out_must_be_a_bool(tmp_path):
     with pytest.raises(TypeError, match="lowrank_allow_modified_base"):
         model.save_pretrained(tmp_path / "x", lowrank_allow_modified_base="yes")
     assert not (tmp_path / "x").exists()
+
+
+def test_save_reads_a_given_state_dict(tmp_path):
+    # the Trainer hands save_pretrained the state dict to write (gathered under FSDP)
+    base = _base()
+    model, _, _ = _initialised(base)
+    trained = _trained(copy.deepcopy(model))
+    model.save_pretrained(tmp_path / "out", state_dict=trained.state_dict())
+    reloaded = peft.PeftModel.from_pretrained(copy.deepcopy(base), str(tmp_path / "out"))
+    _assert_same_function(reloaded, trained)

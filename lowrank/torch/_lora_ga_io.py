@@ -198,6 +198,7 @@ def export_lora_adapter(
     path: str | os.PathLike[str],
     *,
     adapter: str = "default",
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Save the trained LoRA-GA adapter as a plain rank-2r LoRA for the unmodified base.
 
@@ -217,6 +218,10 @@ def export_lora_adapter(
         Output folder (``adapter_config.json`` and ``adapter_model.safetensors``).
     adapter : str, default: "default"
         Adapter to export.
+    state_dict : dict of str to torch.Tensor, optional
+        The model's full state dict to read the adapter from, as ``save_pretrained``
+        receives it from a ``Trainer`` (gathered under FSDP, for example); default: the
+        model's own parameters.
 
     Raises
     ------
@@ -228,7 +233,7 @@ def export_lora_adapter(
     from safetensors.torch import save_file
 
     config = _doubled_config(model.peft_config[adapter])
-    tensors = get_peft_model_state_dict(model, adapter_name=adapter)
+    tensors = get_peft_model_state_dict(model, state_dict=state_dict, adapter_name=adapter)
     done = set()
     for name, init in state.items():
         module = name[: -len(adapter) - 1] if name.endswith(f".{adapter}") else None

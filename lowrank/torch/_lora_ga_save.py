@@ -121,9 +121,9 @@ class ExportingSave:
         from safetensors.torch import save_file
 
         folder = _folder(root, adapter)
-        export_lora_adapter(self.model, layers, folder, adapter=adapter)
-        # the Trainer passes its own state_dict (e.g. gathered under FSDP); keep the rank-r
-        # training weights exactly as PEFT would have written them
+        # the Trainer passes its own state_dict (gathered under FSDP, for example): both
+        # files are read from it, as PEFT's own save would
+        export_lora_adapter(self.model, layers, folder, adapter=adapter, state_dict=state_dict)
         tensors = get_peft_model_state_dict(self.model, state_dict=state_dict, adapter_name=adapter)
         tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
         save_file(tensors, os.fspath(folder / RESUME_FILE), metadata={"format": "pt"})
