@@ -75,8 +75,9 @@ def lora_ga_init_(
     lowrank's own file names, which the model's ``load_adapter`` (Trainer's
     ``resume_from_checkpoint``) reads back; both replacements live on the instance
     and survive ``copy.deepcopy`` and pickling. ``save_pretrained(...,
-    lowrank_allow_modified_base=True)`` or PEFT's
-    ``path_initial_model_for_weight_conversion`` run PEFT's own saving. A
+    lowrank_allow_modified_base=True)`` runs PEFT's own saving (the rank-r adapter,
+    knowingly); PEFT's ``path_initial_model_for_weight_conversion`` gives the same
+    export. A
     failure after the first write (a layer or output check) restores every touched
     tensor exactly; this keeps one copy of the touched tensors during the call. A
     ``DistributedDataParallel`` wrapper is unwrapped; with equal gradients (from

@@ -68,9 +68,12 @@ class ExportingSave:
     plus the files to resume training (see the module docstring); adapters without
     LoRA-GA layers are saved by PEFT as usual. ``safe_serialization`` is ignored (the
     export is always safetensors) and non-main processes write nothing, as in PEFT.
-    Passing ``path_initial_model_for_weight_conversion`` (PEFT's own conversion, also
-    exact) or ``lowrank_allow_modified_base=True`` (the rank-r adapter for the modified
-    base, knowingly) runs PEFT's ``save_pretrained`` unchanged.
+    ``lowrank_allow_modified_base=True`` (the rank-r adapter for the modified base,
+    knowingly) runs PEFT's ``save_pretrained`` unchanged, and so does
+    ``path_initial_model_for_weight_conversion`` (PEFT's own conversion, also exact)
+    with a rank-r initial adapter; an initial folder written by this class holds the
+    export, which PEFT cannot read, so the export is written directly instead, after
+    checking that folder's initial factors against the model's.
     """  # numpydoc ignore=PR01
 
     def __init__(self, model: Any, state: dict[str, LoraGAInitial]) -> None:
