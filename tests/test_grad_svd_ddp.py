@@ -4,14 +4,15 @@ estimate a single process gets from all the batches, reducing only (m + n) ℓ p
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 
 torch = pytest.importorskip("torch")
-mp = pytest.importorskip("torch.multiprocessing")
+pytest.importorskip("torch.multiprocessing")
 
 from test_grad_svd import _batches, _loss, _mlp  # noqa: E402
+
+from dist_helpers import free_port, run_ranks  # noqa: E402
 
 import lowrank.torch as lt  # noqa: E402
 
@@ -44,17 +45,11 @@ def _worker(rank, port, out_dir):
         dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_two_gloo_ranks_get_the_single_process_estimate(tmp_path):
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available")
-    mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True,
-                       start_method="fork")
+    run_ranks(_worker, (free_port(), str(tmp_path)), world=WORLD)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     for key, (U, S, Vh) in ranks[0]["svd"].items():  # every rank: the same estimate, bitwise
         U1, S1, Vh1 = ranks[1]["svd"][key]

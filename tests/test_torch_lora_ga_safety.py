@@ -303,6 +303,20 @@ def test_non_floating_base_weight_is_refused():
     assert_bitwise_unchanged(model, snap)
 
 
+def test_base_layer_without_weight_tensor_is_refused_by_name():
+    """A custom base layer holding packed data and no weight tensor: a clear refusal."""
+    model, grads, _ = _model_and_grads()
+    layer = model.base_model.model.fc1
+    base = layer.base_layer
+    packed = base.weight.detach().clone()
+    del base.weight
+    base.packed = packed  # what a custom quantized module might hold instead
+    snap = _snapshot(model)
+    with pytest.raises(TypeError, match=r"fc1.*no tensor base weight.*lora_ga_init_residual_"):
+        lt.lora_ga_init_(model, grads)
+    assert_bitwise_unchanged(model, snap)
+
+
 def test_unknown_option_is_refused_by_name_and_info_is_returned():
     model, grads, X = _model_and_grads()
     snap = _snapshot(model)

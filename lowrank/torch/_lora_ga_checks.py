@@ -144,6 +144,14 @@ def check_base_weights(pairs: Iterable[LoraPair]) -> None:
     for pair in pairs:
         w = pair.weight
         base = getattr(pair.module, "base_layer", None)
+        if not isinstance(w, torch.Tensor):
+            msg = (
+                f"LoRA layer {pair.name!r} has no tensor base weight (its base layer "
+                f"{type(base).__name__} holds {type(w).__name__}): lora_ga_init_ needs a "
+                "full-precision weight to subtract the offset from; for such bases use "
+                "estimate_gradient_svd with lora_ga_init_residual_"
+            )
+            raise TypeError(msg)
         quantized = (
             type(w).__name__ in _QUANT_WEIGHTS
             or hasattr(w, "quant_state")
