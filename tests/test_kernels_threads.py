@@ -70,6 +70,9 @@ def _sum_in_pool(n):
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+# JAX, when an earlier test imported it, warns at every fork; the child here runs only
+# lowrank's own pool, never JAX
+@pytest.mark.filterwarnings(r"ignore:os\.fork\(\) was called:RuntimeWarning")
 def test_a_forked_child_gets_a_working_pool():
     import multiprocessing
 

@@ -123,6 +123,9 @@ def _child_volumes(a):
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+# JAX, when an earlier test imported it, warns at every fork; the child here runs only
+# lowrank's own pool, never JAX
+@pytest.mark.filterwarnings(r"ignore:os\.fork\(\) was called:RuntimeWarning")
 def test_forked_child_of_a_threaded_parent_still_computes():
     import multiprocessing
 
