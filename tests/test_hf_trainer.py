@@ -171,3 +171,34 @@ def test_trainer_checkpoint_resumes_in_a_new_model(tmp_path):
     with pytest.raises(ValueError, match="different LoRA-GA init"):
         other.load_adapter(str(ckpt), "default", is_trainable=True)
     assert all(torch.equal(v, _lora_params(other)[k]) for k, v in before.items())
+
+
+def test_export_callback_writes_a_stock_peft_adapter_at_every_save(tmp_path):
+    cfg = peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["query", "value"], modules_to_save=["classifier"]
+    )
+    model = peft.get_peft_model(classifier(), cfg)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "run"), max_steps=2, per_device_train_batch_size=4,
+        learning_rate=1e-3, report_to=[], save_strategy="steps", save_steps=1,
+        save_total_limit=1, use_cpu=True, disable_tqdm=True, seed=0,
+    )
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=dataset())
+    state = lt.lora_ga_init_trainer_(trainer, n_batches=2, rng=0)
+    trainer.add_callback(lt.lora_ga_export_callback(state))
+    trainer.train()
+    exports = tmp_path / "run" / "lora_ga_export"
+    # one export per save, kept although the rotation left only the last checkpoint
+    assert sorted(p.name for p in exports.iterdir()) == ["checkpoint-1", "checkpoint-2"]
+    assert [p.name for p in (tmp_path / "run").glob("checkpoint-*")] == ["checkpoint-2"]
+    rows = dataset()[:4]
+    batch = {k: torch.tensor([d[k] for d in rows]) for k in ("input_ids", "attention_mask")}
+    model.eval()
+    with torch.no_grad():
+        want = model(**batch).logits
+        got = peft.PeftModel.from_pretrained(classifier(), str(exports / "checkpoint-2"))
+        got = got.eval()(**batch).logits
+    tol = 64 * torch.finfo(torch.float32).eps * float(want.abs().max())
+    assert float((got - want).abs().max()) <= tol
+    with pytest.raises(TypeError, match="state must be"):
+        lt.lora_ga_export_callback({"x": 1})

@@ -23,6 +23,7 @@ from ._lora_ga import *  # noqa: F403
 from ._lora_one import lora_one_init_ as lora_one_init_
 from ._lora_pro import *  # noqa: F403
 from ._trainer import lora_ga_init_trainer_ as lora_ga_init_trainer_
+from ._trainer_callback import lora_ga_export_callback as lora_ga_export_callback
 
 __all__ = sorted(
     {
@@ -31,6 +32,7 @@ __all__ = sorted(
         "estimate_gradient_svd",
         "find_lora_pairs",
         "lora_ga_init_residual_",
+        "lora_ga_export_callback",
         "lora_ga_init_trainer_",
         "lora_one_init_",
         *_lora_ga.__all__,
