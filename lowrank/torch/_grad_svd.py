@@ -19,9 +19,8 @@ from .._lib._random import Random
 from .._lib._validation import check_bool, check_int
 from ._grad_svd_hooks import LayerTap, dropout_modules, tapped, target_layers
 from ._grad_svd_types import GradientSVD
-from ._lora_ga import _check_batches, _progress_bar
+from ._lora_ga import _check_batches, _progress_bar, batch_loss
 from ._lora_ga_dist import distributed, unwrap
-from ._lora_ga_targets import forward
 
 __all__ = ["GradientSVD", "estimate_gradient_svd"]
 
@@ -234,14 +233,7 @@ class _Sweeper:
         count, total, size = 0, 0.0, 0.0
         with torch.enable_grad():
             for batch in _progress_bar(self.batches, self.progress):
-                loss = (self.loss_fn(self.model, batch) if self.loss_fn is not None
-                        else forward(self.model, batch, True))
-                if not (isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.requires_grad):
-                    msg = (
-                        "the loss must be a scalar tensor that depends on the target layers "
-                        "(with reentrant gradient checkpointing, inputs must require grad)"
-                    )
-                    raise RuntimeError(msg)
+                loss = batch_loss(self.model, batch, self.loss_fn, "layers")
                 loss.backward()
                 value = float(loss.detach())
                 count, total, size = count + 1, total + value, size + abs(value)

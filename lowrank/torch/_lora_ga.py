@@ -284,14 +284,7 @@ def _run_batches(
     n = 0
     with torch.enable_grad():
         for batch in _progress_bar(batches, progress):
-            loss = loss_fn(model, batch) if loss_fn is not None else forward(model, batch, True)
-            if not (isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.requires_grad):
-                msg = (
-                    "the loss must be a scalar tensor that depends on the target weights "
-                    "(with reentrant gradient checkpointing, inputs must require grad)"
-                )
-                raise RuntimeError(msg)
-            loss.backward()
+            batch_loss(model, batch, loss_fn, "weights").backward()
             n += 1
     if not allow_empty:
         _check_batches(n)
@@ -315,6 +308,18 @@ def _progress_bar(batches: Iterable[Any], progress: bool) -> Iterable[Any]:
         return batches
     total = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
     return tqdm(batches, total=total, desc="LoRA-GA gradients", unit="batch")
+
+
+def batch_loss(model: Any, batch: Any, loss_fn: Any, targets: str) -> torch.Tensor:
+    """The loss of one batch, refused unless a scalar with a graph to the targets."""  # numpydoc ignore=PR01,RT01
+    loss = loss_fn(model, batch) if loss_fn is not None else forward(model, batch, True)
+    if not (isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.requires_grad):
+        msg = (
+            f"the loss must be a scalar tensor that depends on the target {targets} "
+            "(with reentrant gradient checkpointing, inputs must require grad)"
+        )
+        raise RuntimeError(msg)
+    return loss
 
 
 def _warn_missed(missed: list[str]) -> None:

@@ -40,18 +40,25 @@ def foreach_adamw_(params: list, grads: list, opt: Any) -> None:
         )
 
 
-def foreach_bucket_(ps: list, gs: list, states: list, group: dict, t: int) -> None:
-    """One AdamW update for tensors sharing group, step count and dtypes."""  # numpydoc ignore=PR01
+def _foreach_moments_(ms: list, vs: list, gs: list, t: int, group: dict) -> list:
+    """Update Adam's moments in place; return ``sqrt(v̂) + eps`` (new tensors)."""  # numpydoc ignore=PR01,RT01
     beta1, beta2 = group["betas"]
-    lr, wd = group["lr"], group["weight_decay"]
-    ms = [s["exp_avg"] for s in states]
-    vs = [s["exp_avg_sq"] for s in states]
     torch._foreach_lerp_(ms, gs, 1 - beta1)
     torch._foreach_mul_(vs, beta2)
     torch._foreach_addcmul_(vs, gs, gs, value=1 - beta2)
     denom = torch._foreach_sqrt(vs)
     torch._foreach_div_(denom, math.sqrt(1 - beta2**t))
     torch._foreach_add_(denom, group["eps"])
+    return denom
+
+
+def foreach_bucket_(ps: list, gs: list, states: list, group: dict, t: int) -> None:
+    """One AdamW update for tensors sharing group, step count and dtypes."""  # numpydoc ignore=PR01
+    beta1 = group["betas"][0]
+    lr, wd = group["lr"], group["weight_decay"]
+    ms = [s["exp_avg"] for s in states]
+    vs = [s["exp_avg_sq"] for s in states]
+    denom = _foreach_moments_(ms, vs, gs, t, group)
     step = lr / (1 - beta1**t)
     anchors = [s.get("initial") for s in states]
     anchored = anchors[0] is not None  # buckets never mix anchored and plain tensors
@@ -77,12 +84,7 @@ def adamw_lists_(ps, gs, ms, vs, t, group, *, weight_decay, lr=None) -> None:
     beta1, beta2 = group["betas"]
     lr = group["lr"] if lr is None else lr
     if not _fused_ok(ps):
-        torch._foreach_lerp_(ms, gs, 1 - beta1)
-        torch._foreach_mul_(vs, beta2)
-        torch._foreach_addcmul_(vs, gs, gs, value=1 - beta2)
-        denom = torch._foreach_sqrt(vs)
-        torch._foreach_div_(denom, math.sqrt(1 - beta2**t))
-        torch._foreach_add_(denom, group["eps"])
+        denom = _foreach_moments_(ms, vs, gs, t, group)
         if weight_decay:
             torch._foreach_mul_(ps, 1 - lr * weight_decay)
         torch._foreach_addcdiv_(ps, ms, denom, value=-lr / (1 - beta1**t))
