@@ -202,3 +202,7 @@ def test_export_callback_writes_a_stock_peft_adapter_at_every_save(tmp_path):
     assert float((got - want).abs().max()) <= tol
     with pytest.raises(TypeError, match="state must be"):
         lt.lora_ga_export_callback({"x": 1})
+    with pytest.raises(TypeError, match="adapter must be a str, got int"):
+        lt.lora_ga_export_callback(state, adapter=0)
+    with pytest.raises(TypeError, match="export_dir must be a path.*got int"):
+        lt.lora_ga_export_callback(state, 5)

@@ -47,7 +47,8 @@ def lora_ga_export_callback(
     Raises
     ------
     TypeError
-        If ``state`` is not a non-empty dict of `LoraGAInitial`, or ``adapter`` is not a str.
+        If ``state`` is not a non-empty dict of `LoraGAInitial`, ``adapter`` is not a
+        str or ``export_dir`` is not a path.
 
     Examples
     --------
@@ -63,6 +64,10 @@ def lora_ga_export_callback(
         raise TypeError(msg)
     if not isinstance(adapter, str):
         raise TypeError(f"adapter must be a str, got {type(adapter).__name__}")
+    if export_dir is not None and not isinstance(export_dir, (str, os.PathLike)):
+        got = type(export_dir).__name__
+        msg = f"export_dir must be a path (str or os.PathLike) or None, got {got}"
+        raise TypeError(msg)
     if not _CLASS:
         _CLASS.append(_build_class())
     return _CLASS[0](dict(state), export_dir, adapter)
