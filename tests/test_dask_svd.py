@@ -64,15 +64,22 @@ def _dask(x, rows=300):
     return da.from_array(x, chunks=(rows, -1))
 
 
-def _check_svd(a, U, S, Vh, *, tol):
-    """Orthonormal factors and the Rayleigh–Ritz identity of the tall side: aᴴ u_j = s_j v_j
-    (a v_j = s_j u_j for wide a, factorised through aᴴ), exact up to rounding."""
+def _check_svd(a, U, S, Vh, *, tol, projected="rows"):
+    """Orthonormal factors and the Rayleigh–Ritz identity, exact up to rounding.
+
+    The block Krylov path truncates ``a X Xᴴ`` (``X`` its short-side basis): the long-side
+    factor is ``a`` applied to the short-side one, ``a v_j = s_j u_j`` for tall ``a``
+    (``projected="rows"``). Subspace iteration truncates ``Q Qᴴ a``: ``aᴴ u_j = s_j v_j``
+    for tall ``a`` (``projected="columns"``). Wide ``a`` is factorised through ``aᴴ``, so
+    the identities swap sides.
+    """
     k = S.shape[0]
     assert np.all(np.diff(S) <= 0)
     assert np.abs(U.T.conj() @ U - np.eye(k)).max() <= tol
     assert np.abs(Vh @ Vh.T.conj() - np.eye(k)).max() <= tol
     scale = np.linalg.norm(a, 2)
-    if a.shape[0] >= a.shape[1]:
+    tall = a.shape[0] >= a.shape[1]
+    if tall == (projected == "columns"):
         assert np.abs(a.T.conj() @ U - Vh.T.conj() * S).max() <= tol * scale
     else:
         assert np.abs(a @ Vh.T.conj() - U * S).max() <= tol * scale
@@ -85,8 +92,9 @@ def test_tall_matches_numpy_subspace_and_is_near_optimal(method):
     assert isinstance(res.U, da.Array) and res.U.chunks[0] == _dask(A).chunks[0]
     assert isinstance(res.S, np.ndarray) and isinstance(res.Vh, np.ndarray)
     U = res.U.compute()
-    _check_svd(A, U, res.S, res.Vh, tol=100 * N * EPS)
-    # the same Ω: the same subspace as the in-memory path, up to rounding
+    _check_svd(A, U, res.S, res.Vh, tol=100 * N * EPS,
+               projected="rows" if method == "block_krylov" else "columns")
+    # both near the optimum at the default depth: the same subspace as the in-memory path
     assert np.linalg.norm(U @ U.T @ ref.U - ref.U, 2) <= 1e-8
     err = np.linalg.norm(A - (U * res.S) @ res.Vh)
     err_ref = np.linalg.norm(A - (ref.U * ref.S) @ ref.Vh)
@@ -94,6 +102,48 @@ def test_tall_matches_numpy_subspace_and_is_near_optimal(method):
     assert abs(err - err_ref) <= 1e-9 * OPT
     assert np.all(res.S <= S_TRUE[:RANK] * (1 + 1e-12))  # Ritz values interlace
     assert res.passes == (12 if method == "block_krylov" else 10)  # 2 q + 2
+
+
+@pytest.mark.parametrize("q", [0, 1, 2])
+def test_block_krylov_beats_svd_compressed_at_equal_passes(q):
+    """One aᴴa product per read: at 2 q + 2 reads the excess error over the optimum is
+    at most 1/5 of svd_compressed's (same passes, same width), and the factorisation is
+    the truncated SVD of a X Xᴴ: a Vᴴ = U S exactly and ‖a − U S Vh‖² = ‖a‖² − ΣS²."""
+    a = _dask(A)
+    res = lowrank.randomized_svd(a, RANK, n_power_iter=q, rng=0)
+    assert res.passes == 2 * q + 2
+    U = res.U.compute()
+    _check_svd(A, U, res.S, res.Vh, tol=100 * N * EPS)
+    err = np.linalg.norm(A - (U * res.S) @ res.Vh)
+    np.testing.assert_allclose(err**2, np.sum(S_TRUE**2) - np.sum(res.S**2), rtol=1e-8)
+    excess = []
+    for seed in range(3):
+        u, s, v = da.linalg.svd_compressed(a, RANK, n_power_iter=q, seed=seed)
+        u, s, v = dask.compute(u, s, v)
+        excess.append(np.linalg.norm(A - (u * s) @ v) / OPT - 1)
+    assert err >= OPT * (1 - 1e-12)
+    assert err / OPT - 1 <= np.median(excess) / 5
+
+
+def test_block_krylov_on_a_low_rank_matrix_is_exact():
+    """Rank 6 < ℓ: the Ritz step meets directions with λ = 0; the result stays exact."""
+    low = matrix_with_spectrum(M, N, np.linspace(3.0, 1.0, 6), seed=9)
+    for q in (0, 1):
+        res = lowrank.randomized_svd(_dask(low), 8, n_power_iter=q, rng=0)
+        U = res.U.compute()
+        _check_svd(low, U, res.S, res.Vh, tol=100 * N * EPS)
+        np.testing.assert_allclose(res.S[:6], np.linspace(3.0, 1.0, 6), rtol=1e-12)
+        assert res.S[6:].max() <= 1e-12
+        assert np.linalg.norm(low - (U * res.S) @ res.Vh) <= 1e-12 * np.linalg.norm(low)
+
+
+def test_huge_and_tiny_scales_are_equivariant():
+    """The first read squares chunk entries after an exact power-of-two scaling."""
+    ref = lowrank.randomized_svd(_dask(A), RANK, n_power_iter=1, rng=0)
+    for scale in (2.0**900, 2.0**-900):
+        res = lowrank.randomized_svd(_dask(A * scale), RANK, n_power_iter=1, rng=0)
+        np.testing.assert_allclose(res.S / scale, ref.S, rtol=1e-12)
+        assert np.abs(res.U.compute() - ref.U.compute()).max() <= 1e-10
 
 
 def test_wide_input_returns_lazy_vh_chunked_like_columns():
@@ -160,7 +210,7 @@ def test_range_finder_is_orthonormal_in_2q_plus_1_passes():
 
 
 def test_basis_spanning_all_columns_takes_one_exact_pass():
-    """rank 50 of n = 200: 6 blocks of 35 columns would span everything: TSQR + SVD."""
+    """rank 50 of n = 200: 11 Krylov blocks of 35 columns would span everything: TSQR + SVD."""
     reads = ChunkReads(A, 300)
     with Executions() as ex:
         res = lowrank.randomized_svd(reads.array, 50, rng=0)
@@ -227,7 +277,8 @@ def test_svd_approx_reports_its_error_and_passes(kwargs):
         # the smallest rank meeting rtol is optimal up to the basis' accuracy
         assert np.sqrt(np.sum(S_TRUE[res.rank - 1:] ** 2)) / np.linalg.norm(S_TRUE) > (
             kwargs["rtol"] * (1 - 1e-3))
-    _check_svd(A, U, res.S, res.Vh, tol=100 * N * EPS)
+    _check_svd(A, U, res.S, res.Vh, tol=100 * N * EPS,
+               projected="columns" if "rtol" in kwargs else "rows")
 
 
 def test_svd_approx_of_an_exactly_low_rank_matrix_uses_the_probe_estimate():

@@ -104,13 +104,18 @@ def _spans_all(t: Tall, rank: int, n_oversamples: int, n_power_iter: int | None,
     cheaper and accurate (a basis that wide resolves its last blocks only to round-off
     relative to their projections)."""  # numpydoc ignore=PR01,RT01
     method, width, n_iter = _svd.plan(t, rank, n_oversamples, n_power_iter, method, block_size)
-    return width * (n_iter + 1 if method == "block_krylov" else 1) >= t.n
+    return width * (2 * n_iter + 1 if method == "block_krylov" else 1) >= t.n
 
 
 def _basis(t: Tall, rank: int, n_oversamples: int, n_power_iter: int | None, method: str,
            block_size: int | None, rand: Any, check_finite: bool, *, tol: float | None = None,
            norm: bool = False) -> tuple[Any, Any]:
     method, width, n_iter = _svd.plan(t, rank, n_oversamples, n_power_iter, method, block_size)
+    if method == "block_krylov" and tol is None:
+        from ._gram import gram_krylov
+
+        return gram_krylov(t, width, n_iter, min(rank + n_oversamples, t.n), rand,
+                           check_finite=check_finite, norm=norm)
     if method == "block_krylov":
         return _svd.krylov(t, width, n_iter, rand, rank=rank, tol=tol,
                            check_finite=check_finite, norm=norm)
