@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import uuid
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ class Runner:
         self.client = _client()
         self.executions = 0
         self.reads = 0
+        self.fuse = True
 
     def run(self, small: list[Any], tall: list[list[Any]], *, reads_a: bool = True) -> tuple[
             list[Any], list[list[Any]]]:
@@ -53,17 +55,38 @@ class Runner:
         self.executions += 1
         self.reads += int(reads_a)
         flat = [t for group in tall for t in group]
-        if self.client is None:
-            values, kept = dask.compute(small, flat)
-        else:
-            futures = self.client.compute([*small, *flat])
-            values = self.client.gather(futures[:len(small)])
-            kept = futures[len(small):]
+        # Linear fusion puts the making (or loading) of each chunk of a lazy input in the
+        # task that consumes it, so the chunk is never stored as a result of its own:
+        # otherwise queued input tasks keep about one chunk more per worker in memory.
+        with dask.config.set(delayed_optimize=_fused) if self.fuse else nullcontext():
+            if self.client is None:
+                values, kept = dask.compute(small, flat)
+            else:
+                futures = self.client.compute([*small, *flat])
+                values = self.client.gather(futures[:len(small)])
+                kept = futures[len(small):]
         out, start = [], 0
         for group in tall:
             out.append(list(kept[start:start + len(group)]))
             start += len(group)
         return list(values), out
+
+
+def _fused(dsk: Any, keys: Any, **kwargs: Any) -> Any:
+    """dask's Delayed optimisation with linear fusion, given the keys as a flat list.
+
+    ``optimization.fuse.delayed`` passes the nested key lists of several collections
+    to the fusion step unflattened (a TypeError in dask 2026.8), hence this wrapper.
+    """  # numpydoc ignore=PR01,RT01
+    from dask._task_spec import fuse_linear_task_spec
+    from dask.core import flatten
+    from dask.utils import ensure_dict
+
+    flat = list(flatten(keys if isinstance(keys, list) else [keys]))
+    from dask.highlevelgraph import HighLevelGraph
+
+    graph = fuse_linear_task_spec(ensure_dict(dsk), flat)
+    return HighLevelGraph.from_collections(id(graph), graph, dependencies=()).cull(set(flat))
 
 
 def tree(func: Any, parts: list[Any]) -> Any:

@@ -59,8 +59,8 @@ def _first_chunk(a: Any, x: Any, dtype: Any, norm: bool) -> tuple[Any, int, tupl
     :func:`_merge` brings the chunks to a common exponent.
     """  # numpydoc ignore=PR01,RT01
     w = k._work(a, dtype)
-    big = k.maxabs(w)
-    finite = bool(math.isfinite(big)) and bool(np.isfinite(w).all())
+    big = k.chunk_max(w)  # NaN or Inf when any entry is
+    finite = math.isfinite(big)
     e = _exponent(big)
     with np.errstate(invalid="ignore", over="ignore"):
         z = _scaled_normal(w, x, 2.0 ** -e)

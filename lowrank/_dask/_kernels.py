@@ -71,16 +71,32 @@ def forward_norm(a: Any, x: Any, dtype: Any) -> tuple[Any, float, float]:
     so the sum of squares neither overflows nor underflows.
     """  # numpydoc ignore=PR01,RT01
     w = _work(a, dtype)
-    big = maxabs(w)
+    big = chunk_max(w)
     with np.errstate(invalid="ignore", over="ignore"):
         return w @ x, big, _scaled_sqsum(w, big)
+
+
+def _slabs(w: Any) -> Any:
+    """Row slabs of about 4 MiB: whole-chunk temporaries would double a worker's memory."""  # numpydoc ignore=PR01,YLD01
+    rows = max(1, (1 << 22) // max(w.itemsize * w.shape[-1], 1))
+    for start in range(0, w.shape[0], rows):
+        yield w[start:start + rows]
 
 
 def _scaled_sqsum(w: Any, big: float) -> float:
     if big == 0.0 or not math.isfinite(big):
         return 0.0 if big == 0.0 else math.nan
-    e = round(math.log2(big))
-    return float(np.sum(np.abs(w * w.real.dtype.type(2.0 ** -e)).astype(np.float64) ** 2))
+    f = w.real.dtype.type(2.0 ** -round(math.log2(big)))
+    return float(sum(np.sum(np.abs(s * f).astype(np.float64) ** 2) for s in _slabs(w)))
+
+
+def chunk_max(w: Any) -> float:
+    """``max|w|`` of a chunk, slab by slab (NaN if any entry is NaN, 0 when empty)."""  # numpydoc ignore=PR01,RT01
+    if w.size == 0:
+        return 0.0
+    if np.iscomplexobj(w):
+        return float(np.max([np.abs(s).max() for s in _slabs(w)]))
+    return float(np.max([np.maximum(s.max(), -s.min()) for s in _slabs(w)]))  # NaN propagates
 
 
 def adjoint(a: Any, q_blocks: Any, c: float, dtype: Any) -> Any:

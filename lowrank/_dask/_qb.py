@@ -54,7 +54,7 @@ def _probe_chunk(a: Any, omega: Any, dtype: Any, u: Any, svo: Any) -> float:
 def _qr_chunk(a: Any, dtype: Any) -> tuple[Any, Any, tuple[float, float]]:
     """Householder ``(Q_i, R_i)`` of a chunk and its share of ``‖a‖_F``."""  # numpydoc ignore=PR01,RT01
     w = a if a.dtype == dtype else a.astype(dtype)
-    big = k.maxabs(w)
+    big = k.chunk_max(w)
     if not np.isfinite(big):  # reported by the client; QR of non-finite data is moot
         return np.zeros((w.shape[0], 0), dtype), np.zeros((0, w.shape[1]), dtype), (big, 0.0)
     q, r = np.linalg.qr(w)

@@ -54,10 +54,11 @@ class Tall:
         self.c = 1.0
         self.runner = Runner()
         self.pins = self._pins() if self.runner.client is not None else None
+        self.runner.fuse = self.pins is None  # fusion would drop the pins' annotations
 
     def _pins(self) -> list[str] | None:
-        """Worker of each row chunk under ``distributed``: where a persisted chunk is,
-        else contiguous runs of chunks per worker (the same for every pass)."""  # numpydoc ignore=RT01
+        """Worker of each row chunk of a persisted input under ``distributed`` (where the
+        chunk is), else None."""  # numpydoc ignore=RT01
         from distributed import Future, wait
 
         client = self.runner.client
@@ -72,8 +73,9 @@ class Tall:
             found = [who.get(f.key) for f in held]
             if all(found):
                 return [sorted(w)[0] for w in found]
-        count = len(self.blocks)
-        return [workers[i * len(workers) // max(count, 1)] for i in range(count)]
+        # A lazy input is made (or loaded) inside the task that reads it (see Runner):
+        # with nothing to move, such tasks run where their kept basis chunks are.
+        return None
 
     @property
     def passes(self) -> int:
