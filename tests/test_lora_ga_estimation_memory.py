@@ -168,3 +168,90 @@ def test_init_leaves_a_layer_without_gradient_alone_and_the_export_reloads(tmp_p
         assert float((a - b).abs().max()) <= 64 * eps * max(1.0, float(a.abs().max()))
     with pytest.raises(ValueError, match="already initialised"):
         lt.lora_ga_init_(model, grads)  # the initialised layers refuse a second init
+
+
+def _allocator_peak(fn):
+    """``fn()``, and the peak and final bytes the torch CPU allocator held above its start.
+
+    The profiler's memory events are the allocator's own report of every allocation and
+    free (exact and deterministic, unlike resident-set sampling).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    live = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        live += e.nbytes()
+        peak = max(peak, live)
+    return out, peak, live
+
+
+def _nbytes(grads):
+    return sum(g.numel() * g.element_size() for g in grads.values())
+
+
+def test_peak_is_the_accumulators_plus_activations_only():
+    """No gradient-sized temporary: one extra gradient (or 2x the gradients) fails."""
+    widths, tokens = (256, 512, 512, 256), 4
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(a, b) for a, b in zip(widths, widths[1:])]
+    model = torch.nn.Sequential(layers[0], torch.nn.Tanh(), layers[1], torch.nn.Tanh(), layers[2])
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.randn(tokens, widths[0], generator=gen) for _ in range(4)]
+    lt.estimate_gradients(model, batches[:2], loss_fn=_loss, progress=False)  # warm-up
+    grads, peak, end = _allocator_peak(
+        lambda: lt.estimate_gradients(model, batches, loss_fn=_loss, progress=False)
+    )
+    total = _nbytes(grads)
+    smallest = min(g.numel() * g.element_size() for g in grads.values())
+    # activations, their gradients and the loss: a few (tokens x width) float32 blocks
+    activations = 16 * tokens * max(widths) * 4
+    assert activations < smallest / 2
+    assert end == total  # only the returned gradients stay allocated
+    assert total <= peak <= total + activations, (peak - total, activations)
+
+
+def test_peak_below_peft_on_minilm():
+    """All-MiniLM-L6-v2, every encoder Linear: PEFT's estimation holds one layer's
+    gradient on top of every accumulated one while a backward forms the next; ours does
+    not, so its peak is lower by at least half the largest gradient."""
+    import _hf_model as hf
+
+    base = hf.load("base")
+    tok = hf.tokenizer()
+    batches = [dict(tok(hf.SENTENCES[i : i + 4], return_tensors="pt", padding=True))
+               for i in (0, 4, 0)]
+    names = r".*encoder\..*\.(query|key|value|dense)"  # every Linear but the unused pooler
+
+    def loss(m, b):
+        return m(**b).last_hidden_state.square().mean()
+
+    loss(base, batches[0]).backward()  # autograd's start-up, outside both measurements
+    base.zero_grad(set_to_none=True)
+    ours = peft.get_peft_model(copy.deepcopy(base), peft.LoraConfig(r=8, target_modules=names))
+    theirs = copy.deepcopy(base)
+    grads, peak, end = _allocator_peak(
+        lambda: lt.estimate_gradients(ours, batches, loss_fn=loss, progress=False)
+    )
+    cfg = peft.LoraConfig(r=8, target_modules=names, init_lora_weights="lora_ga",
+                          lora_ga_config=peft.LoraGAConfig())
+
+    def train_step():
+        for b in batches:
+            loss(theirs, b).backward()
+
+    def run_peft():
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Full backward hook")  # PEFT's hooks
+            peft.preprocess_loraga(theirs, cfg, train_step)
+        return {n: m._peft_loraga_grad for n, m in theirs.named_modules()
+                if hasattr(m, "_peft_loraga_grad")}
+
+    their_grads, their_peak, their_end = _allocator_peak(run_peft)
+    total = _nbytes(grads)
+    assert len(grads) == len(their_grads) == 36 and total == _nbytes(their_grads)
+    assert end == their_end == total  # only the gradients stay allocated, in both
+    largest = max(g.numel() * g.element_size() for g in grads.values())
+    assert peak <= their_peak - largest / 2, (peak / 2**20, their_peak / 2**20)

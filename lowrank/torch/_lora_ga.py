@@ -16,6 +16,7 @@ import torch
 from ._layers import find_lora_pairs
 from ._lora_ga_checks import find_ties
 from ._lora_ga_dist import all_reduce_sums, distributed, is_sharded, unwrap
+from ._lora_ga_fold import folding_forwards
 from ._lora_ga_init import LoraGALayerInfo, lora_ga_init_
 from ._lora_ga_io import (
     LoraGAInitial,
@@ -49,14 +50,18 @@ def estimate_gradients(
 ) -> dict[str, torch.Tensor]:
     """Average gradient of the loss with respect to each target weight, streamed.
 
-    A ``register_post_accumulate_grad_hook`` folds each backward's ``.grad`` into one
-    accumulator per target and frees ``.grad`` at once; the first gradient of a target
-    becomes its accumulator (no zero-filled copy up front), so the extra memory is one
-    gradient per target plus the one being folded, which is what PEFT's own estimation
-    (gradients left in ``.grad``) holds at its peak. Only the returned accumulators stay
-    allocated. A target that no backward reaches (a layer the loss does not use, such as
-    an unused pooler) gets no gradient and no buffer: it is left out of the result and a
-    ``UserWarning`` names it (`lora_ga_init_` then leaves that layer as it is). Other
+    One accumulator per target, and no other gradient-sized buffer: while the batches
+    run, an ``nn.Linear`` or transformers ``Conv1D`` layer whose weight is a target has
+    a forward whose backward adds ``grad_outᵀ x`` to the accumulator in place (one GEMM;
+    the first batch's product becomes the accumulator), so autograd never forms that
+    weight's ``.grad``. Any other use of a target (a functional use, another kind of
+    layer, autocast, FSDP2 shards) goes through autograd, and a
+    ``register_post_accumulate_grad_hook`` folds its ``.grad`` in and frees it at once.
+    The peak is thus the accumulators plus the backward's activations, below PEFT's own
+    estimation, which also holds the gradient being formed on top of the ones summed in
+    ``.grad``. Only the returned accumulators stay allocated. A target that no backward
+    reaches (a layer the loss does not use, such as an unused pooler) gets no gradient
+    and no buffer: it is left out of the result and a ``UserWarning`` names it (`lora_ga_init_` then leaves that layer as it is). Other
     parameters are frozen during estimation; every ``requires_grad`` flag, the targets'
     existing ``.grad`` and every module's train/eval mode are restored afterwards
     (batches run in train mode). Batches are counted here (not hook calls), so modules
@@ -141,7 +146,8 @@ def estimate_gradients(
             for name, p in leaves.items()
         ]
         try:
-            n_batches = _run_batches(model, batches, loss_fn, progress, distributed())
+            with folding_forwards(model, leaves, accum, dtype):
+                n_batches = _run_batches(model, batches, loss_fn, progress, distributed())
         finally:
             for h in hooks:
                 h.remove()
@@ -267,6 +273,8 @@ def _folder(
 
     def hook(p: torch.Tensor) -> None:
         g = p.grad
+        if g is None:  # a folding forward already summed this use (it gives autograd none)
+            return
         p.grad = None
         acc = accum[name]
         if acc is None:
