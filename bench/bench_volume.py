@@ -114,6 +114,10 @@ class SelectColumns(XPBenchmark):
 # --- one-process measurement: ``python -m bench.bench_volume [--threads T] [--quick]`` ----
 
 TABLE_SHAPES = [(64, 8), (128, 32), (512, 8), (512, 64), (2048, 16), (16, 4), (32, 8)]
+# the public functions against slogdet(aᵀa): the grid of docs/theory/volume.md
+GRID_BATCHES = (1, 16, 1024)
+GRID_SHAPES = [(64, 8), (128, 32), (512, 8), (512, 64), (2048, 16)]
+GRID_MAX_ELEMENTS = 2**23  # batches of the largest shapes are cut to this many entries
 
 
 def _routes():
@@ -162,6 +166,48 @@ def _times(funcs, repeats, stat):
     return {name: float(getattr(np, stat)(t)) for name, t in times.items()}
 
 
+def grid(repeats, stat, batches=GRID_BATCHES, shapes=GRID_SHAPES, seed=0):
+    """Rows of the public-function grid: time / slogdet(aᵀa) time, both dtypes at once.
+
+    Per (B, n×k): ``log_gram_volume`` and ``gram_volume`` on float64 and float32 data
+    and ``slogdet(aᵀa)`` on each, six functions interleaved in one loop. B = 1 passes a
+    single (n, k) matrix. Returns dicts with the ratios, slogdet's times and the
+    float32/float64 time ratio of ``log_gram_volume``.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for batch in batches:
+        for n, k in shapes:
+            b = batch if n * k * batch <= GRID_MAX_ELEMENTS else max(1, GRID_MAX_ELEMENTS // (n * k))
+            shape = (n, k) if b == 1 else (b, n, k)
+            a64 = rng.standard_normal(shape)
+            a32 = a64.astype(np.float32)
+            funcs = {}
+            for name, a in (("64", a64), ("32", a32)):
+                funcs["log" + name] = lambda a=a: lowrank.log_gram_volume(a)
+                funcs["vol" + name] = lambda a=a: lowrank.gram_volume(a)
+                funcs["slogdet" + name] = lambda a=a: np.linalg.slogdet(a.mT @ a)
+            t = _times(funcs, repeats if b < 1024 else max(5, repeats // 3), stat)
+            rows.append({
+                "B": b, "shape": f"{n}×{k}",
+                **{f"{f}/slogdet {d}": t[f + d] / t["slogdet" + d]
+                   for d in ("64", "32") for f in ("log", "vol")},
+                "slogdet µs 64": t["slogdet64"] * 1e6, "slogdet µs 32": t["slogdet32"] * 1e6,
+                "f32/f64": t["log32"] / t["log64"],
+            })
+    return rows
+
+
+def _print_grid(rows):
+    cols = ["log/slogdet 64", "vol/slogdet 64", "log/slogdet 32", "vol/slogdet 32", "f32/f64"]
+    print("| B | n×k | log f64 | vol f64 | log f32 | vol f32 | f32/f64 (log) | slogdet µs f64/f32 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        cells = " | ".join(f"{r[c]:.2f}" for c in cols)
+        print(f"| {r['B']} | {r['shape']} | {cells} | "
+              f"{r['slogdet µs 64']:.0f} / {r['slogdet µs 32']:.0f} |", flush=True)
+
+
 def main(argv=None):
     """Print route times relative to ``slogdet(aᵀa)`` (ratio < 1: faster) per shape/dtype."""
     import argparse
@@ -170,23 +216,31 @@ def main(argv=None):
     from threadpoolctl import threadpool_info, threadpool_limits
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="BLAS and kernel threads; 0: the defaults (all cores)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--stat", choices=["median", "min"], default="median",
                         help="min: the least disturbed run, for a shared machine")
+    parser.add_argument("--grid", action="store_true",
+                        help="only the public functions on the B × n×k grid, as a table")
     args = parser.parse_args(argv)
-    os.environ["NUMBA_NUM_THREADS"] = str(args.threads)  # lowrank's kernel thread pool
+    if args.threads:
+        os.environ["NUMBA_NUM_THREADS"] = str(args.threads)  # lowrank's kernel thread pool
     batches = (1, 64) if args.quick else (1, 64, 1024)
     repeats = 5 if args.quick else args.repeats
     routes = _routes()
     rng = np.random.default_rng(0)
-    with threadpool_limits(args.threads):
+    with threadpool_limits(args.threads or None):
         libs = sorted({f"{d['internal_api']} {d['version']} x{d['num_threads']}"
                        for d in threadpool_info()})
-        print(f"threads={args.threads} (NUMBA_NUM_THREADS and threadpoolctl): {', '.join(libs)}")
+        print(f"threads={args.threads or 'default'} (NUMBA_NUM_THREADS and threadpoolctl): "
+              f"{', '.join(libs)}")
         print(f"time / slogdet(aᵀa) time, {args.stat} of {repeats} interleaved repeats; "
               f"load average {os.getloadavg()[0]:.1f}")
+        if args.grid:
+            _print_grid(grid(repeats, args.stat))
+            return
         print(f"{'B':>5} {'n×k':>8} {'dtype':8}" + "".join(f"{r:>11}" for r in routes if r != "slogdet")
               + f"{'slogdet µs':>12} {'f32/f64 lowrank':>16}")
         for batch in batches:

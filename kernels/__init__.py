@@ -5,7 +5,8 @@ It is plain data: importing this package imports neither numba nor cupy. The cor
 (``lowrank._lib._dispatch``) imports an entry on first use and caches it.
 
 Kernel contract: inputs, caller-allocated outputs and Python scalars in; outputs written
-in place; ``None`` returned; no validation; results equal the ``_agnostic`` twin's within
+in place; ``None`` returned (except ``gram_log_volume_one``, whose float result costs
+less than an output array); no validation; results equal the ``_agnostic`` twin's within
 dtype tolerance.
 """
 
@@ -32,6 +33,14 @@ KERNELS: dict[str, dict[str, str]] = {
     # Gram volumes of well-conditioned tall matrices: BLAS aᵀa, checked Cholesky
     "gram_log_volume": {
         "numba": "lowrank.kernels.volume_gram_numba:gram_log_volume",
+    },
+    # the same route one matrix at a time (single matrices, small batches); the "one"
+    # kernel returns its result (a float, NaN if rejected) instead of writing an array
+    "gram_log_volume_single": {
+        "numba": "lowrank.kernels.volume_gram_single_numba:gram_log_volume_single",
+    },
+    "gram_log_volume_one": {
+        "numba": "lowrank.kernels.volume_gram_single_numba:gram_log_volume_one",
     },
 }
 

@@ -20,10 +20,13 @@ test is flagged in ``ok`` for the caller to redo with QR.
 
 import math
 
+import numba
 import numpy as np
 
 from ._jit import njit, slp_vectorizer
 from ._threads import n_workers, parallel_for
+from .volume_gram_single_numba import _HI64, _LO64
+from .volume_gram_single_numba import _product as gram_product
 
 # G_jj in (lo, hi): no product overflowed, and gradual underflow (≤ 2^-150 resp.
 # 2^-1075 per product) adds at most 1e-8 resp. 1e-27 of the γ_n term to any |ΔH_ij|.
@@ -31,6 +34,7 @@ _SAFE = {np.dtype(np.float32): (1e-30, 1e30), np.dtype(np.float64): (1e-280, 1e2
 _PROD_LO, _PROD_HI = 1e-290, 1e290  # partial products of R_jj in here: normal
 _EXP_MAX = 709.0  # math.exp overflows (OverflowError in plain Python) beyond ~709.78
 _SERIAL_FLOPS = 200_000  # batch·n·k² below which threads cost more than they save
+_PLAIN = bool(numba.config.DISABLE_JIT)  # plain Python: NumPy scalars warn (see _gram_chunk)
 
 
 _LANES = 8  # matrices side by side: one 8-wide SIMD register per written-out lane row
@@ -189,27 +193,53 @@ def _finish(diag, lane, take_log):
 
 
 @njit
+def _lanes_block(g, g0, count, b0, out, ok, take_log, limit, lo, hi, scratch):
+    """The checked Cholesky of the Gram matrices g[g0:g0+count] into out/ok[b0:b0+count]."""
+    w, diag, inv, gdiag, t, s, bad = scratch
+    _load_lanes(g, g0, count, w, gdiag, bad, lo, hi)
+    _cholesky_lanes(w, g.shape[1], diag, inv, bad, lo, hi)
+    if _hopeless(gdiag, inv, bad, count, limit):
+        s[:] = math.inf
+    else:
+        _equilibrated_sums(w, g.shape[1], inv, gdiag, t, s)
+    for lane in range(count):
+        accept = not bad[lane] and s[lane] <= limit
+        ok[b0 + lane] = accept
+        if accept:
+            out[b0 + lane] = _finish(diag, lane, take_log)
+
+
+@njit
+def _scratch(k):
+    """Work arrays of one lane block: w, diag, inv, gdiag, t, s, bad."""
+    return (np.empty((k * k, _LANES)), np.empty((k, _LANES)), np.empty((k, _LANES)),
+            np.empty((k, _LANES)), np.empty((k, _LANES)), np.empty(_LANES),
+            np.empty(_LANES, dtype=np.bool_))
+
+
+@njit
 def _gram_range(first, stop, g, out, ok, take_log, limit, lo, hi):
     """Blocks of 8 matrices first..stop-1 (argument order of _threads.parallel_for)."""
-    batch, k = g.shape[0], g.shape[1]
-    w = np.empty((k * k, _LANES))
-    diag, inv, gdiag = np.empty((k, _LANES)), np.empty((k, _LANES)), np.empty((k, _LANES))
-    t, s = np.empty((k, _LANES)), np.empty(_LANES)
-    bad = np.empty(_LANES, dtype=np.bool_)
+    batch = g.shape[0]
+    scratch = _scratch(g.shape[1])
+    for blk in range(first, stop):
+        b0 = blk * _LANES
+        _lanes_block(g, b0, min(_LANES, batch - b0), b0, out, ok, take_log, limit, lo, hi,
+                     scratch)
+
+
+@njit
+def _gram_range_data(first, stop, a, out, ok, take_log, limit):
+    """As _gram_range, forming each block's Gram matrices here, in float64 (small n·k²)."""
+    batch, k = a.shape[0], a.shape[2]
+    scratch = _scratch(k)
+    g = np.empty((_LANES, k, k))
     for blk in range(first, stop):
         b0 = blk * _LANES
         count = min(_LANES, batch - b0)
-        _load_lanes(g, b0, count, w, gdiag, bad, lo, hi)
-        _cholesky_lanes(w, k, diag, inv, bad, lo, hi)
-        if _hopeless(gdiag, inv, bad, count, limit):
-            s[:] = math.inf
-        else:
-            _equilibrated_sums(w, k, inv, gdiag, t, s)
         for lane in range(count):
-            accept = not bad[lane] and s[lane] <= limit
-            ok[b0 + lane] = accept
-            if accept:
-                out[b0 + lane] = _finish(diag, lane, take_log)
+            gram_product(a[b0 + lane], g[lane])
+        _lanes_block(g, 0, count, b0, out, ok, take_log, limit, _LO64, _HI64, scratch)
 
 
 def acceptance_limit(n, k):
@@ -217,17 +247,31 @@ def acceptance_limit(n, k):
     return 2.0 * n * k / (n + k + 1)
 
 
+# Below this n·k² the products are formed in the kernel (float64) rather than by one
+# BLAS call per matrix: no call overhead and no error-state switch, at equal speed for
+# 64×8 (measured; at 512×8 BLAS is twice as fast per matrix)
+PRODUCT_MAX_NK2 = 8192
+
+
 def _gram_chunk(first, stop, a, out, ok, take_log, limit):
     """Blocks first..stop-1 of 8 matrices: their Gram products, then the checked Cholesky."""
     lo_b, hi_b = first * _LANES, min(stop * _LANES, a.shape[0])
-    part = a[lo_b:hi_b]
+    if lo_b or hi_b < a.shape[0]:  # a chunk of the batch (the whole one: no views to make)
+        a, out, ok = a[lo_b:hi_b], out[lo_b:hi_b], ok[lo_b:hi_b]
+    n, k = a.shape[1], a.shape[2]
+    if n * k * k <= PRODUCT_MAX_NK2 and not _PLAIN:
+        _gram_range_data(0, stop - first, np.ascontiguousarray(a), out, ok, take_log, limit)
+        return
     # over/underflow in aᵀa is expected and caught by the range test on G_jj (and under
     # NUMBA_DISABLE_JIT=1 the kernel's NumPy scalars would warn on it too); errstate is
     # per thread, hence here
     with np.errstate(all="ignore"):
-        g = np.matmul(np.swapaxes(part, -1, -2), part)  # aᵀa: NumPy hands it to BLAS syrk
+        if n * k * k <= PRODUCT_MAX_NK2:
+            _gram_range_data(0, stop - first, np.ascontiguousarray(a), out, ok, take_log, limit)
+            return
+        g = np.matmul(np.swapaxes(a, -1, -2), a)  # aᵀa: NumPy hands it to BLAS syrk
         lo, hi = _SAFE[g.dtype]
-        _gram_range(0, stop - first, g, out[lo_b:hi_b], ok[lo_b:hi_b], take_log, limit, lo, hi)
+        _gram_range(0, stop - first, g, out, ok, take_log, limit, lo, hi)
 
 
 def gram_log_volume(a, out, ok, take_log=True):
@@ -236,16 +280,17 @@ def gram_log_volume(a, out, ok, take_log=True):
     ``a`` is float32 or float64, any strides; ``out`` (batch,) receives the results of
     the accepted matrices, ``ok`` (batch, bool) says which: the others (ill-conditioned,
     non-finite, out of range) are left to the caller's QR. The Gram product runs in
-    ``a``'s precision (BLAS, one product per matrix), the Cholesky in float64. Large
-    batches run in chunks on the kernel thread pool, Gram products included (NumPy
-    releases the GIL in them). Performs no input validation.
+    ``a``'s precision (BLAS, one product per matrix) or, for n·k² <= PRODUCT_MAX_NK2, in
+    float64 in the kernel; the Cholesky in float64. Large batches run in chunks on the
+    kernel thread pool, Gram products included (NumPy releases the GIL in them).
+    Performs no input validation.
     """
     batch, n, k = a.shape
     n_blocks = (batch + _LANES - 1) // _LANES
     args = (a, out, ok, bool(take_log), acceptance_limit(n, k))
-    workers = n_workers()
     with slp_vectorizer():
-        if workers == 1 or batch * n * k * k < _SERIAL_FLOPS:
+        # the thread count (an environment read and a system call) only when it matters
+        if batch * n * k * k < _SERIAL_FLOPS or (workers := n_workers()) == 1:
             _gram_chunk(0, n_blocks, *args)  # one product call over the whole batch
         else:
             parallel_for(_gram_chunk, n_blocks, *args, n_chunks=min(n_blocks, 4 * workers))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from typing import Any
 
 import numpy as np
 
+from . import _config
 from ._agnostic import _volume as _ag
 from ._agnostic._linalg import conj_transpose as _conj_transpose
 from ._dask import is_dask_array
@@ -39,6 +41,13 @@ _KERNEL_MAX_NK = {"numba": 4096, "cuda": 256}  # GPU: one thread, local-memory c
 _GRAM_K = (2, 64)
 _GRAM_MIN_NK = 257
 _GRAM_MIN_RATIO = 3
+# Batches up to this size take the one-matrix Gram kernel (volume_gram_single_numba):
+# no idle SIMD lanes and, for small matrices, no BLAS call per product.
+_GRAM_SINGLE_MAX_BATCH = 4
+# dtypes of the fast path for plain ndarrays (no cast, no namespace needed); native byte
+# order only (a dtype compares unequal to its byte-swapped twin)
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _result_dtype(work: Any, out_dtype: Any, xp: Any) -> Any:
@@ -75,26 +84,86 @@ def _numba_kernel(op: str) -> Any:
     return get_kernel(op, np)
 
 
-def _run_gram(gram: Any, a: Any, log: bool, check_finite: bool) -> Any:
-    """Gram route on a NumPy (..., n, k) array; QR (kernel or LAPACK) for what it rejects."""  # numpydoc ignore=PR01,RT01
-    flat = a.reshape(-1, *a.shape[-2:])  # NumPy only: plain methods, no wrapper overhead
-    out = np.empty(flat.shape[0], dtype=a.dtype)
-    ok = np.empty(flat.shape[0], dtype=bool)
+def _run_gram(a: Any, log: bool, check_finite: bool) -> Any:
+    """Gram route on a NumPy (..., n, k) array; QR (kernel or LAPACK) for what it rejects.
+
+    None when the kernels cannot be loaded (no numba). Up to _GRAM_SINGLE_MAX_BATCH
+    matrices go one at a time (the lane kernel's 8-matrix blocks would idle).
+    """  # numpydoc ignore=PR01,RT01
+    flat = a if a.ndim == 3 else a.reshape(-1, *a.shape[-2:])  # NumPy only: plain methods
+    batch = flat.shape[0]
+    gram = _numba_kernel("gram_log_volume_single" if batch <= _GRAM_SINGLE_MAX_BATCH
+                         else "gram_log_volume")
+    if gram is None:
+        return None
+    out = np.empty(batch, dtype=a.dtype)
+    ok = np.empty(batch, dtype=bool)
     gram(flat, out, ok, log)
-    if not ok.all():
-        redo = np.flatnonzero(~ok)
-        sub = flat[redo]
-        kernel = _use_kernel(sub, np, "numba")
-        if kernel is not None:
-            part = np.empty(redo.shape, dtype=out.dtype)
-            kernel(sub, part, log)
-        else:
-            part = _ag.log_gram_volume(sub, np) if log else _ag.gram_volume(sub, np)
-        out[redo] = part
-    # rejected NaN/Inf matrices come back NaN from QR (see _run_kernel)
-    if check_finite and np.isnan(out).any():
+    if np.count_nonzero(ok) < batch:  # (a third of ok.all()'s cost)
+        out[~ok] = _redo_by_qr(flat[~ok], log, check_finite, a)
+    return out if a.ndim == 3 else out.reshape(a.shape[:-2])
+
+
+def _redo_by_qr(sub: Any, log: bool, check_finite: bool, a: Any) -> Any:
+    """QR results (kernel or LAPACK) for the (m, n, k) matrices the Gram route rejected."""  # numpydoc ignore=PR01,RT01
+    kernel = _use_kernel(sub, np, "numba")
+    if kernel is not None:
+        part = np.empty(sub.shape[0], dtype=sub.dtype)
+        kernel(sub, part, log)
+    else:
+        part = _ag.log_gram_volume(sub, np) if log else _ag.gram_volume(sub, np)
+    # an accepted Gram result is never NaN; rejected NaN/Inf matrices come back NaN
+    # from QR (see _run_kernel)
+    if check_finite and np.isnan(part).any():
         _check_finite(a, "a", np)
-    return out.reshape(a.shape[:-2])
+    return part
+
+
+def _one_matrix(a: Any, log: bool, check_finite: bool) -> Any:
+    """Gram route for one (n, k) NumPy matrix, as a 0-d array; QR if rejected; None: no numba."""  # numpydoc ignore=PR01,RT01
+    one = _numba_kernel("gram_log_volume_one")
+    if one is None:
+        return None
+    value = one(a, log)
+    if value != value:  # rejected (NaN is never an accepted result)
+        return _redo_by_qr(a[None], log, check_finite, a).reshape(())
+    if a.dtype == np.float32 and abs(value) > _F32_MAX:  # saturate as the array kernels do
+        value = math.copysign(math.inf, value)  # (a cast would warn)
+    return np.array(value, dtype=a.dtype)
+
+
+def _kernels_on() -> bool:
+    """``get_config()["use_kernels"]`` without the dict copy (a sixth of a 64×8 volume)."""  # numpydoc ignore=RT01
+    cfg = _config._CONFIG.get()
+    if cfg is not None:
+        return bool(cfg["use_kernels"])
+    # unset (the usual case): on without parsing; else the default's own parsing
+    return os.environ.get("LOWRANK_USE_KERNELS") is None or _config._env_default()["use_kernels"]
+
+
+def _numpy_volume(a: Any, log: bool, check_finite: bool) -> Any:
+    """Kernel routes for a plain float32/float64 ndarray (ndim >= 2), or None (general path).
+
+    Such an array needs none of the generic checks (namespace, device, dtype cast): on
+    a single small matrix they cost several times the volume itself. The routing is
+    that of the general path.
+    """  # numpydoc ignore=PR01,RT01
+    if not _kernels_on():
+        return None
+    n, k = a.shape[-2], a.shape[-1]
+    if _GRAM_K[0] <= k <= _GRAM_K[1] and n >= _GRAM_MIN_RATIO * k and n * k >= _GRAM_MIN_NK:
+        return _one_matrix(a, log, check_finite) if a.ndim == 2 else _run_gram(a, log, check_finite)
+    if 1 <= k <= _KERNEL_MAX_K["numba"] and n >= k and n * k <= _KERNEL_MAX_NK["numba"]:
+        kernel = _numba_kernel("log_gram_volume")
+        if kernel is None:
+            return None
+        flat = a.reshape(-1, n, k)
+        out = np.empty(flat.shape[0], dtype=a.dtype)
+        kernel(flat, out, log)
+        if check_finite and np.isnan(out).any():  # NaN/Inf entries give NaN (_run_kernel)
+            _check_finite(a, "a", np)
+        return out.reshape(a.shape[:-2])
+    return None
 
 
 def _run_kernel(kernel: Any, a: Any, log: bool, check_finite: bool, xp: Any) -> Any:
@@ -111,6 +180,11 @@ def _run_kernel(kernel: Any, a: Any, log: bool, check_finite: bool, xp: Any) -> 
 
 def _volume(a: Any, xp: Any, *, log: bool, check_finite: bool) -> Any:
     """Validate ``a``, then run the kernel or the array-API QR path."""  # numpydoc ignore=PR01,RT01
+    if (type(a) is np.ndarray and xp is None and type(check_finite) is bool
+            and a.ndim >= 2 and a.dtype in _FAST_DTYPES):
+        result = _numpy_volume(a, log, check_finite)
+        if result is not None:
+            return result
     if is_dask_array(a):
         return _dask_volume(a, xp, log=log, check_finite=check_finite, longer=False)
     xp = namespace(a, xp=xp)
@@ -118,13 +192,11 @@ def _volume(a: Any, xp: Any, *, log: bool, check_finite: bool) -> Any:
     check_finite = check_bool(check_finite, "check_finite")
     work, out_dtype = to_floating(a, "a", xp)
     family = kernel_backend(xp)
-    gram = _use_gram(work, family)
-    kernel = None if gram is not None else _use_kernel(work, xp, family)
-    if gram is not None:
-        result = _run_gram(gram, work, log, check_finite)
-    elif kernel is not None:
+    result = None if _use_gram(work, family) is None else _run_gram(work, log, check_finite)
+    kernel = None if result is not None else _use_kernel(work, xp, family)
+    if kernel is not None:
         result = _run_kernel(kernel, work, log, check_finite, xp)
-    else:
+    elif result is None:
         if check_finite:
             _check_finite(work, "a", xp)
         result = _ag.log_gram_volume(work, xp) if log else _ag.gram_volume(work, xp)

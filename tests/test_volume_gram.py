@@ -84,3 +84,75 @@ def test_float32_strided_input_not_mutated():
     # the same products in the same order, whatever the strides
     np.testing.assert_array_equal(got, lowrank.log_gram_volume(np.ascontiguousarray(view)))
     np.testing.assert_array_equal(base, keep)
+
+
+# --- single matrices and small batches (the one-matrix kernel) --------------------------
+
+ONE_SHAPES = [(64, 8), (520, 8), (300, 16)]  # float64 product in the kernel / BLAS
+
+
+@pytest.mark.parametrize(("n", "k"), ONE_SHAPES)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_single_matrices_within_10_n_eps_kappa(n, k, dtype):
+    batch, kappa, ref = mixed_batch(dtype, n, k)
+    for m, kap, r in zip(batch, kappa, ref, strict=True):
+        got = lowrank.log_gram_volume(m)
+        assert got.shape == () and got.dtype == np.dtype(dtype)
+        assert abs(float(got) - r) <= 10 * n * eps(dtype) * kap
+        vol = float(lowrank.gram_volume(m))
+        assert abs(math.log(vol) - r) <= 10 * n * eps(dtype) * kap + 2 * eps(dtype)
+    # a small batch (one matrix at a time) gives the per-matrix results
+    few = batch[:3]
+    np.testing.assert_array_equal(lowrank.log_gram_volume(few),
+                                  [lowrank.log_gram_volume(m) for m in few])
+
+
+@pytest.mark.parametrize("shape", ONE_SHAPES)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_single_matrix_rank_deficient_and_extreme_scales(shape, dtype):
+    n, k = shape
+    q = matrix_with_spectrum(n, k, np.ones(k), seed=4)
+    scales = (1e-150, 1e150) if dtype == "float64" else (1e-18, 1e18)
+    for scale in scales:
+        got = lowrank.log_gram_volume((q * scale).astype(dtype))
+        assert float(got) == pytest.approx(k * math.log(scale), rel=20 * eps(dtype))
+    zero = q.copy()
+    zero[:, 1] = 0.0  # rank k - 1: the Cholesky breaks down, QR gives R_22 = 0
+    assert lowrank.log_gram_volume(zero.astype(dtype)) == -math.inf
+    assert lowrank.gram_volume(zero.astype(dtype)) == 0.0
+    ill = matrix_with_spectrum(n, k, np.geomspace(1, 1e-6 if dtype == "float64" else 1e-3, k),
+                               seed=5)
+    assert float(lowrank.log_gram_volume(ill.astype(dtype))) == pytest.approx(
+        mp_log_volume(ill.astype(dtype).astype(np.float64)), abs=10 * n * eps(dtype) * 1e6)
+
+
+@pytest.mark.parametrize("shape", [(64, 8), (300, 16), (3, 64, 8)])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_single_matrices_and_small_batches_refuse_nan_inf(shape, value):
+    a = np.random.default_rng(6).standard_normal(shape)
+    a[..., 7, 2] = value
+    for fn in (lowrank.gram_volume, lowrank.log_gram_volume):
+        with pytest.raises(ValueError, match="`a` contains NaN or Inf"):
+            fn(a)
+        out = fn(a, check_finite=False)
+        assert np.isnan(out).all()
+
+
+def test_float32_volume_beyond_its_range_is_inf_without_warning():
+    a = np.random.default_rng(7).standard_normal((512, 64)).astype(np.float32) * 10
+    assert lowrank.gram_volume(a) == np.float32(np.inf)  # 1e150: no float32 (a warning fails)
+    assert np.isfinite(lowrank.log_gram_volume(a))
+
+
+def test_fast_path_respects_use_kernels(monkeypatch):
+    a = np.random.default_rng(8).standard_normal((64, 8))
+    expect = lowrank.log_gram_volume(a)
+
+    def no_kernels(op):
+        raise AssertionError(f"kernel {op} used with use_kernels=False")
+
+    monkeypatch.setattr(_volume, "_numba_kernel", no_kernels)
+    with lowrank.config_context(use_kernels=False):
+        got = lowrank.log_gram_volume(a)
+        assert lowrank.log_gram_volume(a[None]).shape == (1,)
+    assert abs(float(got) - float(expect)) <= 100 * eps("float64")
