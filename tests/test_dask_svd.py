@@ -281,6 +281,27 @@ def test_svd_approx_reports_its_error_and_passes(kwargs):
                projected="columns" if "rtol" in kwargs else "rows")
 
 
+@pytest.mark.parametrize("rtol", [0.95, 0.9])
+def test_svd_approx_rtol_rank_overshoot_matches_the_in_memory_path(rtol):
+    """Flat (Gaussian) spectrum: randQB's own basis would need 15-25 % more rank than
+    the optimum; the Krylov step before the truncation (2 passes) brings the rank to
+    the in-memory path's."""
+    g = np.random.default_rng(0).standard_normal((2000, 400))
+    s = np.linalg.svd(g, compute_uv=False)
+    tails = np.sqrt(np.cumsum(s[::-1] ** 2)[::-1]) / np.linalg.norm(s)  # tails[k]: rank k
+    best = int(np.argmax(tails <= rtol))  # the smallest rank meeting rtol
+    reads = ChunkReads(g, 250)
+    with Executions() as ex:
+        res = lowrank.svd_approx(reads.array, rtol=rtol, rng=0)
+    ref = lowrank.svd_approx(g, rtol=rtol, rng=0)
+    assert ex.count == res.passes and set(reads.counts.values()) == {res.passes}
+    U = res.U.compute()
+    err = np.linalg.norm(g - (U * res.S) @ res.Vh) / np.linalg.norm(g)
+    assert err <= rtol
+    np.testing.assert_allclose(res.error_estimate, err, rtol=1e-6)
+    assert best <= res.rank <= max(ref.rank, best) + 1
+
+
 def test_svd_approx_of_an_exactly_low_rank_matrix_uses_the_probe_estimate():
     low = matrix_with_spectrum(M, N, np.ones(6), seed=8)
     res = lowrank.svd_approx(_dask(low), rank=6, rng=0)
