@@ -329,7 +329,6 @@ def test_nan_is_refused_at_call_time_unless_check_finite_is_false():
     (lambda a: lowrank.randomized_svd(a, 3, xp=np), TypeError, "`xp`"),
     (lambda a: lowrank.randomized_svd(a, 3, compute=1), TypeError, "`compute`"),
     (lambda a: lowrank.randomized_svd(a, 3, method="lanczos"), ValueError, "`method`"),
-    (lambda a: lowrank.randomized_svd(a[a[:, 0] > 0], 3), ValueError, "unknown chunk sizes"),
     (lambda a: lowrank.randomized_svd(a[None], 3), ValueError, "2-D"),
     (lambda a: lowrank.svd_approx(a, rank=3, rtol=0.1), ValueError, "exactly one"),
     (lambda a: lowrank.randomized_range_finder(a, -1), ValueError, "`size`"),
@@ -337,6 +336,29 @@ def test_nan_is_refused_at_call_time_unless_check_finite_is_false():
 def test_bad_options_are_refused_by_name(call, error, match):
     with pytest.raises(error, match=match):
         call(_dask(A))
+
+
+def test_unknown_chunk_sizes_cost_one_more_pass_and_leave_the_input_unknown():
+    """Rows picked by a boolean mask: the chunk sizes are read first (one pass)."""
+    mask = A[:, 0] > 0
+    reads = ChunkReads(A, 300)
+    picked = reads.array[da.from_array(mask, chunks=300)]
+    assert np.isnan(picked.shape[0])
+    with Executions() as ex:
+        res = lowrank.randomized_svd(picked, RANK, n_power_iter=1, rng=0)
+    assert ex.count == res.passes == 5 and set(reads.counts.values()) == {5}
+    assert np.isnan(picked.shape[0])  # the caller's array is not changed
+    sub = A[mask]
+    known = lowrank.randomized_svd(da.from_array(sub, chunks=(res.U.chunks[0], -1)), RANK,
+                                   n_power_iter=1, rng=0)
+    assert known.passes == 4
+    np.testing.assert_allclose(res.S, known.S, rtol=1e-12)
+    np.testing.assert_allclose(res.U.compute(), known.U.compute(), atol=1e-10)
+    wide = lowrank.svd_approx(picked.T, rank=RANK, rng=0)
+    assert wide.Vh.chunks[1] == res.U.chunks[0]
+    Q = lowrank.randomized_range_finder(picked, RANK, rng=0)
+    assert Q.chunks[0] == res.U.chunks[0]
+    assert np.abs(Q.compute().T @ Q.compute() - np.eye(RANK)).max() <= 100 * N * EPS
 
 
 def test_rank_zero_and_input_not_mutated():

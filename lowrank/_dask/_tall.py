@@ -37,11 +37,10 @@ class Tall:
         if a.ndim != 2:
             msg = f"`a` must be a 2-D dask array here; got shape {a.shape}"
             raise ValueError(msg)
-        if any(math.isnan(s) for s in a.shape):
-            msg = ("`a` has unknown chunk sizes (shape "
-                   f"{a.shape}); call a.compute_chunk_sizes() first")
-            raise ValueError(msg)
         self.dtype, self.out_dtype = _work_dtype(a.dtype)
+        self.runner = Runner()
+        if any(math.isnan(s) for s in a.shape):
+            a = self._known_chunks(a)
         self.transposed = transpose and a.shape[0] < a.shape[1]
         t = (a.conj().T if np.iscomplexobj(a) else a.T) if self.transposed else a
         if len(t.chunks[1]) > 1:  # a row chunk must hold whole rows
@@ -52,9 +51,26 @@ class Tall:
         self.blocks = list(t.to_delayed()[:, 0])
         self.wide = self.dtype in (np.float32, np.complex64)  # small Grams in double
         self.c = 1.0
-        self.runner = Runner()
         self.pins = self._pins() if self.runner.client is not None else None
         self.runner.fuse = self.pins is None  # fusion would drop the pins' annotations
+
+    def _known_chunks(self, a: Any) -> Any:
+        """``a`` with its chunk sizes, read in one pass (counted), ``a`` left unchanged.
+
+        Unknown sizes (after boolean indexing, say) are learnt from the chunks
+        themselves: each task returns the shape of its chunk, which is then dropped.
+        """  # numpydoc ignore=PR01,RT01
+        import dask.array as da
+
+        blocks = a.to_delayed()
+        shapes = task(list)([task(np.shape)(b) for b in blocks.ravel()])
+        (shapes,), _ = self.run([shapes])
+        grid = np.array(shapes, dtype=np.int64).reshape((*blocks.shape, 2))
+        chunks = (tuple(int(r) for r in grid[:, 0, 0]), tuple(int(c) for c in grid[0, :, 1]))
+        if not (np.all(grid[..., 0] == grid[:, :1, 0]) and np.all(grid[..., 1] == grid[:1, :, 1])):
+            msg = f"`a`'s chunks do not form a grid; their shapes are {grid.tolist()}"
+            raise ValueError(msg)
+        return da.Array(a.dask, a.name, chunks, meta=a._meta)
 
     def _pins(self) -> list[str] | None:
         """Worker of each row chunk of a persisted input under ``distributed`` (where the
