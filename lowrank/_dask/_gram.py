@@ -38,12 +38,7 @@ from ._graph import at, orthonormal, task, tree_sum
 from ._svd import Basis, _proj_all
 from ._tall import Tall
 
-__all__ = ["gram_krylov", "gram_reads"]
-
-
-def gram_reads(n_iter: int) -> int:
-    """Reads of ``a`` (graph executions) of :func:`gram_krylov` at depth ``n_iter``."""  # numpydoc ignore=PR01,RT01
-    return 2 * n_iter + 2
+__all__ = ["gram_krylov"]
 
 
 def _exponent(big: float) -> int:
