@@ -1,7 +1,8 @@
 """Guarded Gram route for batched volumes: BLAS ``aᵀa``, then a checked Cholesky (numba).
 
 For well-conditioned tall matrices the Gram matrix ``G = aᵀa`` (one BLAS product per
-matrix, in the input's precision) followed by a float64 Cholesky ``G = RᵀR`` gives
+matrix, in the input's precision; for a few small matrices accumulated in float64 in the
+kernel, which only makes the bound below smaller) followed by a float64 Cholesky ``G = RᵀR`` gives
 ``log vol = Σ log R_jj`` at a fraction of Householder QR's cost. Its accuracy depends
 on the conditioning of the *equilibrated* Gram matrix ``H = D⁻¹GD⁻¹`` (D the column
 norms), so each result comes with an a-posteriori test and is kept only when its
@@ -33,7 +34,10 @@ from .volume_gram_single_numba import _product as gram_product
 _SAFE = {np.dtype(np.float32): (1e-30, 1e30), np.dtype(np.float64): (1e-280, 1e280)}
 _PROD_LO, _PROD_HI = 1e-290, 1e290  # partial products of R_jj in here: normal
 _EXP_MAX = 709.0  # math.exp overflows (OverflowError in plain Python) beyond ~709.78
-_SERIAL_FLOPS = 200_000  # batch·n·k² below which threads cost more than they save
+# batch·n·k² below which threads cost more than they save (measured on the shared 2-core
+# machine: 16 matrices of 512×8, 0.5M, took 68 µs on two threads, 66 µs on one; at 2M
+# the two were even)
+_SERIAL_FLOPS = 2_000_000
 _PLAIN = bool(numba.config.DISABLE_JIT)  # plain Python: NumPy scalars warn (see _gram_chunk)
 
 
@@ -247,29 +251,35 @@ def acceptance_limit(n, k):
     return 2.0 * n * k / (n + k + 1)
 
 
-# Below this n·k² the products are formed in the kernel (float64) rather than by one
-# BLAS call per matrix: no call overhead and no error-state switch, at equal speed for
-# 64×8 (measured; at 512×8 BLAS is twice as fast per matrix)
+# Below this n·k² (and for batches below _SERIAL_FLOPS) the products are formed in the
+# kernel (float64) rather than by one BLAS call per matrix: no call overhead and no
+# error-state switch (measured: 16 float64 64×8 matrices in 16 µs against 21 µs; at
+# 512×8 BLAS is twice as fast per matrix)
 PRODUCT_MAX_NK2 = 8192
+# ... and above this batch·n·k² BLAS is faster per matrix once its call overhead is spread
+# (1024 float32 64×8 matrices: 0.68 ms against 0.85 ms in the kernel)
+PRODUCT_MAX_FLOPS = 2_000_000
 
 
-def _gram_chunk(first, stop, a, out, ok, take_log, limit):
-    """Blocks first..stop-1 of 8 matrices: their Gram products, then the checked Cholesky."""
+def _gram_chunk(first, stop, a, out, ok, take_log, limit, in_kernel):
+    """Blocks first..stop-1 of 8 matrices: their Gram products, then the checked Cholesky.
+
+    The products are formed in the kernel where ``in_kernel``, else by BLAS.
+    """
     lo_b, hi_b = first * _LANES, min(stop * _LANES, a.shape[0])
     if lo_b or hi_b < a.shape[0]:  # a chunk of the batch (the whole one: no views to make)
         a, out, ok = a[lo_b:hi_b], out[lo_b:hi_b], ok[lo_b:hi_b]
-    n, k = a.shape[1], a.shape[2]
-    if n * k * k <= PRODUCT_MAX_NK2 and not _PLAIN:
+    if in_kernel and not _PLAIN:
         _gram_range_data(0, stop - first, np.ascontiguousarray(a), out, ok, take_log, limit)
         return
     # over/underflow in aᵀa is expected and caught by the range test on G_jj (and under
     # NUMBA_DISABLE_JIT=1 the kernel's NumPy scalars would warn on it too); errstate is
     # per thread, hence here
     with np.errstate(all="ignore"):
-        if n * k * k <= PRODUCT_MAX_NK2:
+        if in_kernel:
             _gram_range_data(0, stop - first, np.ascontiguousarray(a), out, ok, take_log, limit)
             return
-        g = np.matmul(np.swapaxes(a, -1, -2), a)  # aᵀa: NumPy hands it to BLAS syrk
+        g = np.matmul(a.swapaxes(-1, -2), a)  # aᵀa: NumPy hands it to BLAS syrk
         lo, hi = _SAFE[g.dtype]
         _gram_range(0, stop - first, g, out, ok, take_log, limit, lo, hi)
 
@@ -280,17 +290,25 @@ def gram_log_volume(a, out, ok, take_log=True):
     ``a`` is float32 or float64, any strides; ``out`` (batch,) receives the results of
     the accepted matrices, ``ok`` (batch, bool) says which: the others (ill-conditioned,
     non-finite, out of range) are left to the caller's QR. The Gram product runs in
-    ``a``'s precision (BLAS, one product per matrix) or, for n·k² <= PRODUCT_MAX_NK2, in
-    float64 in the kernel; the Cholesky in float64. Large batches run in chunks on the
+    ``a``'s precision (BLAS, one product per matrix) or, for few small matrices
+    (PRODUCT_MAX_NK2, PRODUCT_MAX_FLOPS), in float64 in the kernel; the Cholesky in
+    float64. Large batches run in chunks on the
     kernel thread pool, Gram products included (NumPy releases the GIL in them).
     Performs no input validation.
     """
     batch, n, k = a.shape
     n_blocks = (batch + _LANES - 1) // _LANES
-    args = (a, out, ok, bool(take_log), acceptance_limit(n, k))
+    limit = 2.0 * n * k / (n + k + 1)  # acceptance_limit, inlined: this is per call
+    take_log = bool(take_log)
+    # few small matrices: products in the kernel (no per-call overhead to spread);
+    # decided by the shape alone, so that results never depend on the thread count
+    in_kernel = n * k * k <= PRODUCT_MAX_NK2 and batch * n * k * k < PRODUCT_MAX_FLOPS
     with slp_vectorizer():
         # the thread count (an environment read and a system call) only when it matters
-        if batch * n * k * k < _SERIAL_FLOPS or (workers := n_workers()) == 1:
-            _gram_chunk(0, n_blocks, *args)  # one product call over the whole batch
+        if batch * n * k * k >= _SERIAL_FLOPS and (workers := n_workers()) > 1:
+            parallel_for(_gram_chunk, n_blocks, a, out, ok, take_log, limit, in_kernel,
+                         n_chunks=min(n_blocks, 4 * workers))
+        elif in_kernel and not _PLAIN:
+            _gram_range_data(0, n_blocks, np.ascontiguousarray(a), out, ok, take_log, limit)
         else:
-            parallel_for(_gram_chunk, n_blocks, *args, n_chunks=min(n_blocks, 4 * workers))
+            _gram_chunk(0, n_blocks, a, out, ok, take_log, limit, in_kernel)

@@ -191,14 +191,9 @@ def _one_from_data(a, take_log, limit):
 
 @njit
 def _one_from_gram(g, take_log, limit, lo, hi):
-    """Result for one Gram matrix g (k, k) formed by the caller, NaN if rejected."""
+    """Result for one float64 Gram matrix g (k, k), factored in place; NaN if rejected."""
     k = g.shape[0]
-    r = np.empty((k, k))
-    for i in range(k):
-        ri, gi = r[i, i:], g[i, i:]
-        for m in range(k - i):
-            ri[m] = gi[m]
-    value, accepted = _checked_cholesky(r, np.empty(k), np.empty(k), np.empty(k), lo, hi,
+    value, accepted = _checked_cholesky(g, np.empty(k), np.empty(k), np.empty(k), lo, hi,
                                         limit, take_log)
     return value if accepted else math.nan
 
@@ -236,9 +231,10 @@ def gram_log_volume_one(a, take_log=True):
                 return _one_from_data(a, bool(take_log), limit)
         return _one_from_data(a, bool(take_log), limit)
     with np.errstate(all="ignore"):  # over/underflow in aᵀa: caught by the range test
-        g = np.dot(a.T, a)  # BLAS syrk
-        lo, hi = (_LO32, _HI32) if g.dtype == np.float32 else (_LO64, _HI64)
-        return _one_from_gram(g, bool(take_log), limit, lo, hi)
+        g = np.dot(a.T, a)  # BLAS syrk; a temporary of ours, factored in place
+        if g.dtype == np.float32:  # range of the float32 product, Cholesky in float64
+            return _one_from_gram(g.astype(np.float64), bool(take_log), limit, _LO32, _HI32)
+        return _one_from_gram(g, bool(take_log), limit, _LO64, _HI64)
 
 
 def gram_log_volume_single(a, out, ok, take_log=True):

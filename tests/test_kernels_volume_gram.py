@@ -17,7 +17,7 @@ pytest.importorskip("numba")
 from helpers import eps, matrix_with_spectrum
 from lowrank.kernels import volume_gram_numba
 
-SHAPES = [(40, 3), (24, 8), (100, 5)]
+SHAPES = [(40, 3), (24, 8), (100, 5), (120, 12)]  # the last: BLAS products
 
 
 def run(a, take_log=True):
