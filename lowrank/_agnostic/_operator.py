@@ -128,6 +128,59 @@ class Operator:
             return xp.matrix_transpose(xp.matrix_transpose(y) @ self.a)
         return xp.conj(xp.matrix_transpose(xp.conj(xp.matrix_transpose(y)) @ self.a))
 
+    def gram_matmat(self, x: Any, factor: Any = None) -> Any:
+        """``(f·op)ᴴ ((f·op) @ x)``; dense ``a`` is read once, row chunk by row chunk.
+
+        Each chunk ``A_c`` of rows of ``op`` gives ``A_cᴴ (A_c x)`` while it is still in
+        cache, so one read of ``a`` applies ``AᴴA`` and no ``m``-row temporary is made.
+        ``factor`` (None, or a power of two per matrix, shape ``(..., 1, 1)``) scales the
+        operator between the two products, so that neither over- nor underflows. Counts
+        one pass for dense ``a`` (two, through ``matmat`` and ``rmatmat``, otherwise or
+        while the NaN/Inf check is pending).
+        """  # numpydoc ignore=PR01,RT01
+        if not self.dense or self._counter[1]:
+            y = self.matmat(x)
+            y = y if factor is None else y * factor
+            z = self.rmatmat(y)
+            return z if factor is None else z * factor
+        self._counter[0] += 1
+        # (A_c (pre·x))·(pre·post·f) is pre·(c·f·A_c x): near 1 in magnitude once the
+        # caller has scaled the operator, so the second product neither over- nor underflows
+        mid = self._pre * self._post
+        out = None
+        for ac, y in self._row_chunks(x, mid if factor is None else factor * mid):
+            z = ac @ y if self.transposed else _adjoint_product(ac, y, self.xp, self.complex)
+            out = z if out is None else out + z
+        if self._post != 1.0:
+            out = out * self._post
+        return out if factor is None else out * factor
+
+    def row_chunk_matmat(self, x: Any, factor: Any = None) -> Any:
+        """``(f·op) @ x`` row chunk by row chunk (dense ``a``; one pass): a generator.
+
+        Lets a caller reduce ``op @ x`` (a TSQR, say) without an ``m``-row temporary.
+        """  # numpydoc ignore=PR01,RT01
+        self._counter[0] += 1
+        post = self._post if factor is None else factor * self._post
+        for _, y in self._row_chunks(x, post):
+            yield y
+
+    def _row_chunks(self, x: Any, mid: Any) -> Any:
+        """``(A_c, (A_c (pre·x))·mid)`` over chunks ``A_c`` of rows of ``op`` (dense ``a``)."""  # numpydoc ignore=PR01,RT01
+        xp, a = self.xp, self.a
+        rows = max(1, _GRAM_CHUNK // max(1, self.n))
+        xs = x if self._pre == 1.0 else x * self._pre
+        scaled = not (isinstance(mid, float) and mid == 1.0)
+        for i in range(0, self.m, rows):
+            j = min(i + rows, self.m)
+            if self.transposed:  # rows i:j of op = aᴴ are the columns i:j of a
+                ac = a[..., :, i:j]
+                y = _adjoint_product(ac, xs, xp, self.complex)
+            else:
+                ac = a[..., i:j, :]
+                y = ac @ xs
+            yield ac, (y * mid if scaled else y)
+
     def matmat(self, x: Any) -> Any:
         """``op @ x`` (one pass over ``a``)."""  # numpydoc ignore=PR01,RT01
         self._counter[0] += 1
@@ -139,6 +192,19 @@ class Operator:
         self._counter[0] += 1
         with _quiet(self._counter[1]):
             return self._checked(self._product(y, adjoint=not self.transposed))
+
+
+# Elements of ``a`` per chunk of ``gram_matmat`` (4 MiB of float64): small enough to stay
+# in cache between the chunk's two products, large enough for GEMM speed.
+_GRAM_CHUNK = 1 << 19
+
+
+def _adjoint_product(ac: Any, y: Any, xp: Any, is_complex: bool) -> Any:
+    """``acᴴ y`` as ``(yᴴ ac)ᴴ``: dense ``ac`` is never transposed or conjugated."""  # numpydoc ignore=PR01,RT01
+    mT = xp.matrix_transpose
+    if not is_complex:
+        return mT(mT(y) @ ac)
+    return xp.conj(mT(xp.conj(mT(y)) @ ac))
 
 
 def _quiet(active: int) -> Any:

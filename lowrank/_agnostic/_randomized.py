@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+from ._gram_krylov import gram_krylov_svd
 from ._linalg import conj_transpose, svd_flip
 from ._orthogonal import next_block, orthonormalize, pow2_scale, project_out, sqrt_eps, thin_qr
 
@@ -33,6 +34,9 @@ __all__ = [
 # measured in bench/peers/compare_svd.py (flat and decaying spectra, rank 32-64).
 KRYLOV_DEPTH = 5
 SUBSPACE_DEPTH = 4
+# From this depth on, dense input takes the short-side Krylov basis (``_gram_krylov``):
+# n_iter + 4 reads of a against 2·n_iter + 2 for the long-side basis, so never more.
+SHORT_SIDE_FROM = 2
 
 
 class Basis(NamedTuple):
@@ -61,6 +65,14 @@ class _Scaled:
     def rmatmat(self, y: Any) -> Any:
         """``c · opᴴ @ y``."""  # numpydoc ignore=PR01,RT01
         return self._op.rmatmat(y) * self._factor
+
+    def gram_matmat(self, x: Any) -> Any:
+        """``c² · opᴴ op @ x``, scaled between the two products."""  # numpydoc ignore=PR01,RT01
+        return self._op.gram_matmat(x, self._factor)
+
+    def row_chunk_matmat(self, x: Any) -> Any:
+        """``c · op @ x`` row chunk by row chunk (a generator)."""  # numpydoc ignore=PR01,RT01
+        return self._op.row_chunk_matmat(x, self._factor)
 
 
 def _sketch(op: Any, width: int, rand: Any, xp: Any) -> tuple[Any, Any, Any]:
@@ -206,15 +218,19 @@ def auto_plan(op: Any, rank: int, n_oversamples: int, n_power_iter: int | None,
     Block Krylov spends the same products as subspace iteration but converges far faster,
     so "auto" always picks it. Its block is ``⌈rank/2⌉ + n_oversamples`` columns (or
     ``block_size``) with ``KRYLOV_DEPTH`` extensions, widened if needed so that the
-    Krylov space holds at least ``rank`` columns. Subspace iteration sketches
+    Krylov space holds at least ``rank + n_oversamples`` columns (``rank`` with an
+    explicit ``block_size``). Subspace iteration sketches
     ``rank + n_oversamples`` columns. Both are capped at ``min(m, n)``.
     """  # numpydoc ignore=PR01,RT01
     method = "block_krylov" if method == "auto" else method
     limit = min(op.m, op.n)
     if method == "block_krylov":
-        width = math.ceil(rank / 2) + n_oversamples if block_size is None else block_size
         n_iter = KRYLOV_DEPTH if n_power_iter is None else n_power_iter
-        width = max(width, math.ceil(rank / (n_iter + 1)), 1)
+        if block_size is None:  # the space holds rank + n_oversamples columns at least
+            width = max(math.ceil(rank / 2) + n_oversamples,
+                        math.ceil((rank + n_oversamples) / (n_iter + 1)))
+        else:
+            width = max(block_size, math.ceil(rank / (n_iter + 1)), 1)
     else:
         width = rank + n_oversamples
         n_iter = SUBSPACE_DEPTH if n_power_iter is None else n_power_iter
@@ -240,6 +256,12 @@ def randomized_svd_info(op: Any, rank: int, *, n_oversamples: int, n_power_iter:
     blocks = n_iter + 1 if method == "block_krylov" else 1
     if tol is None and width * blocks >= op.n:  # the basis would span everything: exact
         return _finish(op, *full_svd(op, rank, xp), xp)
+    if method == "block_krylov" and tol is None and op.dense and n_iter >= SHORT_SIDE_FROM:
+        # short-side basis: n × L instead of m × L, one read of a per AᴴA product
+        U, S, Vh, scale = gram_krylov_svd(op, width, n_iter, rank, rand, xp)
+        if scale is not None:
+            S = S / xp.abs(scale)[..., 0]
+        return _finish(op, U, S, Vh, None, xp)
     if method == "block_krylov":
         basis = krylov_basis(op, width, n_iter, rand, xp, rank=rank, tol=tol)
     else:
