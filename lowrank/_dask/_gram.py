@@ -161,10 +161,40 @@ def _ritz_step(v: Any, mv: Any, final: int, rand: Any) -> Any:
 
 
 def _last(t: Tall, x: Any) -> Basis:
-    """Read ``P``: ``c a X = Q R`` in-graph; ``W = X Rᴴ`` (so that ``Q Wᴴ = c a X Xᴴ``)."""  # numpydoc ignore=PR01,RT01
+    """Read ``P``: ``c a X = Q R`` in-graph, keeping only ``Y = c a X`` per chunk.
+
+    CholeskyQR2 gives ``Q = Y C`` (``C = M₁ M₂``, small): the normalised block of the
+    first round is made again inside the task of its Gram matrix rather than kept, so a
+    worker holds one ``rows × ℓ`` block, not two; ``U`` is then ``Y (C U_r)``. When the
+    Cholesky route fails, the TSQR fallback's ``Q`` chunks are kept instead. ``W = X Rᴴ``
+    with ``R = Qᴴ Y`` (so that ``Q Wᴴ = c a X Xᴴ``).
+    """  # numpydoc ignore=PR01,RT01
+    from ._graph import _cholesky_qr2, _second, _tsqr
+
     xs = x.astype(t.dtype)
     ys = t.forward(xs)
-    qs = orthonormal(ys, t.dtype, t.wide)
-    r = _proj_all([[q] for q in qs], ys)  # R = Qᴴ Y, exact for either route
-    (r,), (kept,) = t.run([r], [qs])
-    return Basis([[q] for q in kept], xs @ k.h(r))
+    zs, st1 = _cholesky_qr2(ys, t.dtype, t.wide)
+    st2 = task(_second)(tree_sum([at(i, k.gram)(z, 1.0, False) for i, z in enumerate(zs)]),
+                        st1, None, t.dtype)
+    coef = task(_coef)(st1, st2)
+    fallback, _ = _tsqr(ys, st2)
+    r = tree_sum([at(i, _r_part)(y, coef, f) for i, (y, f) in enumerate(zip(ys, fallback,
+                                                                            strict=True))])
+    (r, coef), (ykept, fkept) = t.run([r, coef], [ys, fallback])
+    w = xs @ k.h(r)
+    if coef is None:
+        return Basis([[f] for f in fkept], w)
+    basis = Basis([[y] for y in ykept], w)
+    basis.left = coef
+    return basis
+
+
+def _coef(st1: tuple[Any, bool], st2: tuple[Any, bool]) -> Any:
+    """``C = M₁ M₂`` of the Cholesky route (``Q = Y C``), None when it failed."""  # numpydoc ignore=PR01,RT01
+    return st1[0] @ st2[0] if st2[1] else None
+
+
+def _r_part(y: Any, coef: Any, f: Any) -> Any:
+    """A chunk's share of ``R = Qᴴ Y``, with ``Q_i = Y_i C`` or the fallback's ``Q_i``."""  # numpydoc ignore=PR01,RT01
+    q = f if coef is None else y @ coef
+    return k.h(q) @ y

@@ -28,6 +28,7 @@ class Basis:
 
     def __init__(self, qs: list[list[Any]], w: Any, residual: float | None = None) -> None:
         self.qs, self.w, self.residual = qs, w, residual
+        self.left = None  # Q = (kept chunks) @ left when set (a small matrix)
 
 
 def _seed(rand: Any) -> int:
@@ -161,6 +162,8 @@ def small_svd(t: Tall, basis: Basis, rank: int) -> tuple[list[Any], Any, Any]:
     ur, s, vh = k.h(zh[:rank]), s[:rank] / t.c, k.h(p[:, :rank])
     phase = _phases(vh)
     vh, ur = vh * phase.conj()[:, None], ur * phase[None, :]
+    if basis.left is not None:
+        ur = (basis.left @ ur).astype(ur.dtype)
     return [at(i, _combine)(q, ur) for i, q in enumerate(basis.qs)], s, vh
 
 
