@@ -155,7 +155,7 @@ def _run_one(args, method: str, q: int, workers: int) -> dict:
     from distributed import Client, LocalCluster, wait
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      memory_limit=args.memory_limit, dashboard_address=None) as cluster, \
+                      memory_limit=args.memory_limit, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         plugin = _graphs_plugin()
         client.register_plugin(plugin)

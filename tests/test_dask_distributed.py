@@ -35,8 +35,10 @@ class GraphCount(SchedulerPlugin):
 
 @pytest.fixture(scope="module")
 def client():
+    # ":0": any free port for the scheduler's HTTP server (None still binds 8787, which
+    # another cluster on the machine may hold)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as cl:
         cl.register_plugin(GraphCount())
         cl.count = lambda: cluster.scheduler.plugins[GraphCount.name].count
