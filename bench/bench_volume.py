@@ -224,6 +224,8 @@ def main(argv=None):
                         help="min: the least disturbed run, for a shared machine")
     parser.add_argument("--grid", action="store_true",
                         help="only the public functions on the B × n×k grid, as a table")
+    parser.add_argument("--batches", type=int, nargs="+", default=list(GRID_BATCHES),
+                        help="batch sizes of --grid")
     args = parser.parse_args(argv)
     if args.threads:
         os.environ["NUMBA_NUM_THREADS"] = str(args.threads)  # lowrank's kernel thread pool
@@ -239,7 +241,7 @@ def main(argv=None):
         print(f"time / slogdet(aᵀa) time, {args.stat} of {repeats} interleaved repeats; "
               f"load average {os.getloadavg()[0]:.1f}")
         if args.grid:
-            _print_grid(grid(repeats, args.stat))
+            _print_grid(grid(repeats, args.stat, batches=args.batches))
             return
         print(f"{'B':>5} {'n×k':>8} {'dtype':8}" + "".join(f"{r:>11}" for r in routes if r != "slogdet")
               + f"{'slogdet µs':>12} {'f32/f64 lowrank':>16}")

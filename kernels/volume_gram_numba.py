@@ -34,10 +34,11 @@ from .volume_gram_single_numba import _product as gram_product
 _SAFE = {np.dtype(np.float32): (1e-30, 1e30), np.dtype(np.float64): (1e-280, 1e280)}
 _PROD_LO, _PROD_HI = 1e-290, 1e290  # partial products of R_jj in here: normal
 _EXP_MAX = 709.0  # math.exp overflows (OverflowError in plain Python) beyond ~709.78
-# batch·n·k² below which threads cost more than they save (measured on the shared 2-core
-# machine: 16 matrices of 512×8, 0.5M, took 68 µs on two threads, 66 µs on one; at 2M
-# the two were even)
-_SERIAL_FLOPS = 2_000_000
+# batch·n·k² below which threads cost more than they save (measured on the shared, loaded
+# 2-core machine against slogdet(aᵀa) with default threads: 16 matrices of 128×32, 2.1M,
+# took 1.21× its time on two threads and 0.82× on one; 16 of 2048×16, 8.4M, 1.17× and
+# 1.04×)
+_SERIAL_FLOPS = 10_000_000
 _PLAIN = bool(numba.config.DISABLE_JIT)  # plain Python: NumPy scalars warn (see _gram_chunk)
 
 

@@ -264,15 +264,17 @@ def gram_volume(
     stable, so the relative error is :math:`O(n\,\varepsilon\,\kappa(a))`; the Gram
     route :math:`\det(a^H a)` squares the condition number. Real NumPy inputs with
     2 <= k <= 64, n >= 3k and n·k > 256 first take a guarded Gram route: ``aᵀa`` by BLAS
-    in the input's precision, a float64 Cholesky ``aᵀa = RᵀR``, and a per-matrix test
+    in the input's precision (small matrices: accumulated in float64 in the kernel), a
+    float64 Cholesky ``aᵀa = RᵀR``, and a per-matrix test
     that keeps the result only when its first-order error bound
     :math:`\tfrac12(\gamma_n + \gamma_{k+1}) s^2` is no larger than Householder QR's
     :math:`\gamma_{nk} s`, where :math:`s = \sum_j \sqrt{G_{jj} (G^{-1})_{jj}}`
     measures how far the columns are from orthogonal (:math:`s = k` for orthogonal
     columns; accepted iff :math:`s \le 2nk/(n+k+1)`); every other matrix (ill-conditioned,
     rank-deficient, non-finite, or with squares out of range) is redone by QR. That
-    route runs at about the speed of ``slogdet(aᵀa)`` (measured with
-    ``python -m bench.bench_volume``), whose accuracy it does not share. Other NumPy
+    route runs at about the speed of ``slogdet(aᵀa)`` or faster, single matrices
+    included (measured with ``python -m bench.bench_volume --grid``), whose accuracy it
+    does not share. Other NumPy
     inputs with k <= 32 and n·k <= 4096 use a compiled batched kernel (the cross product
     for 3×2, Householder QR otherwise), computing in float64; real CuPy inputs with
     n·k <= 256 a numba-cuda kernel; all other inputs the array API's ``linalg.qr``,
