@@ -279,3 +279,30 @@ def test_peft_model_before_and_after_wrapping():
     assert all(p.grad is None for p in wrapped.parameters())
     lora = [p for n, p in wrapped.named_parameters() if "lora_" in n]
     assert lora and all(p.requires_grad for p in lora)  # PEFT's trainable flags restored
+
+
+def test_a_lora_branch_is_switched_off_only_while_it_adds_zero():
+    # A LoRA branch with lora_B = 0 adds exactly zero, so the estimation may skip it; one
+    # that adds something must run (it changes the gradients upstream), and every branch
+    # must be back on afterwards.
+    peft = pytest.importorskip("peft")
+    data = _batches(n=3)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        wrapped = peft.get_peft_model(_mlp(), peft.LoraConfig(r=3, target_modules=["0", "3"]))
+    layers = [m for m in wrapped.modules() if hasattr(m, "lora_B")]
+    with torch.no_grad():  # layer 3's branch now adds s B A x; layer 0's still adds 0
+        wrapped.base_model.model[3].lora_B["default"].weight.normal_(
+            0, 0.5, generator=torch.Generator().manual_seed(3))
+    x = data[0][0]
+    before = wrapped(x).detach()
+    got = lt.estimate_gradient_svd(wrapped, data, 6, loss_fn=_loss, rng=0, progress=False)
+    assert not any(m.disable_adapters for m in layers)
+    assert torch.equal(wrapped(x).detach(), before)
+    exact = lt.estimate_gradients(wrapped, data, loss_fn=_loss, progress=False)
+    plain = lt.estimate_gradients(_mlp(), data, loss_fn=_loss, targets=["0"], progress=False)
+    key = "base_model.model.0.base_layer.weight"
+    s_exact = torch.linalg.svdvals(exact[key].double())[0]
+    s_plain = torch.linalg.svdvals(plain["0.weight"].double())[0]
+    assert abs(s_exact / s_plain - 1) > 1e-2  # the branch changes layer 0's gradient
+    assert abs(got[key].S[0].double() / s_exact - 1) < 1e-4

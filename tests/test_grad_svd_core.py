@@ -126,7 +126,8 @@ def test_lock_step_sweeps_both_sides_from_the_first():
     run_sweeps(_oracle(mats, calls), sketches, 3)
     assert len(calls) == 3  # one oracle call per sweep for all layers
     xs0, ys0 = calls[0]
-    assert xs0 == [(40, 10), (70, 10)] and ys0 == [(50, 6), (30, 6)]  # both sides start
+    # both sides start; the 4 probes join the long side (Y of the tall 50 x 40 matrix)
+    assert xs0 == [(40, 6), (70, 10)] and ys0 == [(50, 10), (30, 6)]
     assert calls[-1][1] == [(50, 0), (30, 0)]  # the last Gᵀ Y could not be used: not asked
     for s, G in zip(sketches, mats):
         res = s.result(5)

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from .._lib import _compat
+from .._lib._random import Random
 from ._linalg import svd_flip
 
 __all__ = ["LayerSketch", "SketchResult", "run_sweeps", "sketch_svds"]
@@ -64,6 +65,16 @@ def _orthonormal_against(Z: Any, Q: Any, xp: Any) -> Any:
 class LayerSketch:
     """State of one matrix's two-sided Krylov sketch: the basis, its image, the probes.
 
+    What a sweep holds is the peak memory of the whole estimation, so nothing is kept
+    beyond two buffers of their final width, stored transposed (a block of columns of
+    ``V`` is a contiguous range of rows): ``Vᵀ`` (K x n) and ``(G V)ᵀ`` (K x m), one of
+    them led by ``p`` rows for the probes' images. Each sweep's input ``X`` is a view of
+    the first; an oracle can accumulate ``G X`` straight into the second and ``Gᵀ Y``
+    into the rows the next ``X`` will occupy (`outputs`); ``Y`` borrows image rows that a
+    later sweep fills. The probes lie on the long side (``ω`` on the right, or ``ψ`` on
+    the left of a tall matrix) so that their images ``G ω`` or ``Gᵀ ψ`` are short, and
+    are drawn again from their own seed when the error is estimated.
+
     Parameters
     ----------
     shape : tuple of int
@@ -75,7 +86,7 @@ class LayerSketch:
     n_test : int
         Hidden Gaussian probes ``p`` for the error estimate (0: none).
     rand : lowrank._lib._random.Random
-        The draws (``standard_normal(shape, dtype)``).
+        The draws (``standard_normal(shape, dtype)``, ``uniform(shape, dtype)``).
     dtype : dtype
         Work dtype of the blocks.
     xp : namespace
@@ -87,36 +98,114 @@ class LayerSketch:
         rand: Any, dtype: Any, xp: Any,
     ) -> None:
         self.m, self.n = shape
-        self.xp, self.n_sweeps, self.sweep = xp, n_sweeps, 0
+        self.xp, self.n_sweeps, self.sweep, self.p = xp, n_sweeps, 0, n_test
+        self.left = self.m > self.n and n_test > 0  # probes ψ on the left, Gᵀ ψ kept
+        # leading probe-image rows of the basis buffer (left) or of the image buffer
+        self._pv, self._pg = (n_test, 0) if self.left else (0, n_test)
         self.block = min(block, self.n)
         omega = rand.standard_normal((self.n, self.block), dtype)
-        # the basis and its image are filled block by block into buffers of their final
-        # width: growing them by concatenation would hold two copies at each sweep
-        full, device = min(self.n, self.block * n_sweeps), _compat.device(omega)
-        self._V = xp.zeros((self.n, full), dtype=dtype, device=device)
-        self._GV = xp.zeros((self.m, full), dtype=dtype, device=device)
-        self.width = 0
-        self.probes = rand.standard_normal((self.n, n_test), dtype) if n_test else None
+        # the probes' own seed (48 bits from two float32 draws): they are drawn again,
+        # not stored, when the error is estimated
+        u = [float(v) for v in rand.uniform((2,), xp.float32)] if n_test else [0.0, 0.0]
+        self._probe_seed = int(u[0] * 2**24) * 2**24 + int(u[1] * 2**24)
         psi = rand.standard_normal((self.m, min(block, self.m)), dtype)
-        self.X = xp.linalg.qr(omega)[0]
-        self.Y = xp.linalg.qr(psi)[0] if n_sweeps > 1 else psi[:, :0]
-        self.G_probes: Any = None
+        full, self._device = min(self.n, self.block * n_sweeps), _compat.device(omega)
+        # every row is written before it is read: rows of a large buffer that no sweep
+        # has reached yet take no memory
+        self._Vt = xp.empty((self._pv + full, self.n), dtype=dtype, device=self._device)
+        self._GVt = xp.empty((self._pg + full, self.m), dtype=dtype, device=self._device)
+        mT = xp.matrix_transpose
+        self.width, self.w = 0, self.block  # basis columns so far; columns of this X
+        X0 = xp.linalg.qr(omega)[0]
+        Y0 = xp.linalg.qr(psi)[0] if n_sweeps > 1 else psi[:, :0]
+        # the first sweep's inputs: X_0 and Y_0, the probes joining one of them
+        self._first: Any = None
+        if self.p and not self.left:
+            self._first = xp.concat([self.probes, X0], axis=1)
+        else:
+            self._Vt[self._pv : self._pv + self.block, :] = mT(X0)
+        if self.left:
+            self.Y = xp.concat([self.probes, Y0], axis=1)
+        else:
+            self.Y = Y0
+            if n_sweeps > 1:
+                self._set_Y(Y0, self._pg + self.block)
+        self._out: tuple[Any, Any] | None = None
 
     @property
     def V(self) -> Any:
         """Orthonormal basis of the right Krylov space so far (n x width)."""  # numpydoc ignore=RT01
-        return self._V[:, : self.width]
+        return self.xp.matrix_transpose(self._Vt[self._pv : self._pv + self.width, :])
 
     @property
     def GV(self) -> Any:
         """``G @ V`` (m x width)."""  # numpydoc ignore=RT01
-        return self._GV[:, : self.width]
+        return self.xp.matrix_transpose(self._GVt[self._pg : self._pg + self.width, :])
+
+    @property
+    def probes(self) -> Any:
+        """The hidden probes (``ψ``, m x p, if `left`, else ``ω``, n x p), or None."""  # numpydoc ignore=RT01
+        if not self.p:
+            return None
+        rand = Random(self._probe_seed, self.xp, self._device)
+        return rand.standard_normal((self.m if self.left else self.n, self.p), self._Vt.dtype)
+
+    @property
+    def G_probes(self) -> Any:
+        """``Gᵀ ψ`` (n x p) if `left`, else ``G ω`` (m x p), once absorbed; or None."""  # numpydoc ignore=RT01
+        if not self.p:
+            return None
+        rows = self._Vt[: self.p, :] if self.left else self._GVt[: self.p, :]
+        return self.xp.matrix_transpose(rows)
+
+    def _set_Y(self, Y: Any, row: int) -> None:
+        """Keep ``Y`` in the image rows from `row` on when they exist (else as it is).
+
+        ``Y`` only feeds the next sweep; the rows it borrows belong to the block after
+        that sweep's, written no earlier than the sweep after it.
+        """  # numpydoc ignore=PR01
+        end = row + Y.shape[1]
+        if end <= self._GVt.shape[0]:
+            self._GVt[row:end, :] = self.xp.matrix_transpose(Y)
+            Y = self.xp.matrix_transpose(self._GVt[row:end, :])
+        self.Y = Y
+
+    def _image_rows(self) -> tuple[int, int]:
+        """Image-buffer rows of this sweep's ``G X`` (with ``G ω`` in the first)."""  # numpydoc ignore=RT01
+        hi = self._pg + self.width + self.w
+        return (0 if self.sweep == 0 else self._pg + self.width), hi
 
     def inputs(self) -> tuple[Any, Any]:
-        """``(X, Y)`` for this sweep: basis block plus probes (first sweep), and Y."""  # numpydoc ignore=RT01
-        if self.sweep == 0 and self.probes is not None:
-            return self.xp.concat([self.X, self.probes], axis=1), self.Y
-        return self.X, self.Y
+        """``(X, Y)`` for this sweep (the first one's with the probes), Y may be empty."""  # numpydoc ignore=RT01
+        if self._first is not None:
+            return self._first, self.Y
+        a = self._pv + self.width
+        return self.xp.matrix_transpose(self._Vt[a : a + self.w, :]), self.Y
+
+    def outputs(self) -> tuple[Any, Any]:
+        """Zeroed ``(G X, Gᵀ Y)`` destinations an oracle may accumulate into and return.
+
+        ``G X`` is a view of the image buffer; ``Gᵀ Y`` a view of the basis rows the next
+        block will occupy when they exist (else a new array). Returning these very
+        arrays from the oracle saves `absorb` a copy.
+
+        Returns
+        -------
+        tuple of arrays
+            ``(m, width of X)`` and ``(n, width of Y)``, zero-filled.
+        """
+        xp, mT = self.xp, self.xp.matrix_transpose
+        lo, hi = self._image_rows()
+        self._GVt[lo:hi, :] = 0
+        a = self._pv + self.width + self.w
+        b = a + self.Y.shape[1]
+        if b <= self._Vt.shape[0] and not (self.left and self.sweep == 0):
+            self._Vt[a:b, :] = 0
+            gty = mT(self._Vt[a:b, :])
+        else:  # also the first sweep's [Gᵀ ψ, Gᵀ Y_0], split when absorbed
+            gty = xp.zeros((self.n, b - a), dtype=self._Vt.dtype, device=self._device)
+        self._out = (mT(self._GVt[lo:hi, :]), gty)
+        return self._out
 
     def absorb(self, GX: Any, GtY: Any) -> None:
         """Take this sweep's products; prepare the next sweep's inputs.
@@ -128,20 +217,31 @@ class LayerSketch:
         GtY : array of shape (n, width of Y)
             ``Gᵀ @ Y``.
         """
-        xp, w = self.xp, self.X.shape[1]
-        if self.sweep == 0 and self.probes is not None:
-            GX, self.G_probes = GX[:, :w], GX[:, w:]
-        self._V[:, self.width : self.width + w] = self.X
-        self._GV[:, self.width : self.width + w] = GX
-        self.width += w
-        self.sweep += 1
+        xp, mT = self.xp, self.xp.matrix_transpose
+        lo, hi = self._image_rows()
+        if self._out is None or GX is not self._out[0]:
+            self._GVt[lo:hi, :] = mT(GX)
+        if self._first is not None:
+            self._Vt[: self.w, :] = mT(self._first[:, self.p :])
+        if self.left and self.sweep == 0:
+            self._Vt[: self.p, :] = mT(GtY[:, : self.p])
+            GtY = GtY[:, self.p :]
+        self._out = self._first = None
+        w, self.width, self.sweep = self.w, self.width + self.w, self.sweep + 1
         if self.sweep >= self.n_sweeps:
-            self.X = self.Y = None
+            self.Y, self.w = None, 0
             return
-        room = min(self.block, self.n - self.V.shape[1], GtY.shape[1])
-        self.X = _orthonormal_against(GtY, self.V, xp)[:, :room] if room > 0 else self.V[:, :0]
-        last = self.sweep + 1 >= self.n_sweeps
-        self.Y = GX[:, :0] if last or w == 0 else xp.linalg.qr(GX)[0]
+        room = min(self.block, self.n - self.width, GtY.shape[1])
+        self.w = max(room, 0)
+        if room > 0:  # GtY may alias these rows: the new block is computed before the write
+            X = _orthonormal_against(GtY, self.V, xp)[:, :room]
+            a = self._pv + self.width
+            self._Vt[a : a + room, :] = mT(X)
+        image = mT(self._GVt[hi - w : hi, :])
+        if self.sweep + 1 >= self.n_sweeps or w == 0:
+            self.Y = image[:, :0]
+        else:
+            self._set_Y(xp.linalg.qr(image)[0], hi + self.w)
 
     def result(self, k: int) -> SketchResult:
         """Top-``k`` Ritz triplets with the error estimate and the gap.
@@ -170,12 +270,16 @@ class LayerSketch:
         return SketchResult(U, S, Vh, error, energy, self._gap(Sb, k), self.sweep)
 
     def _probe_error(self, U: Any, S: Any, Vh: Any) -> float:
-        """``‖(G - U S Vh) ω‖² / p`` over the hidden probes (0 without probes)."""  # numpydoc ignore=RT01,PR01
-        if self.probes is None or self.probes.shape[1] == 0:
+        """``‖(G - U S Vh) ω‖² / p`` (or ``‖(G - U S Vh)ᵀ ψ‖² / p``); 0 without probes."""  # numpydoc ignore=RT01,PR01
+        if not self.p:
             return 0.0
-        xp = self.xp
-        R = self.G_probes - U @ (S[:, None] * (Vh @ self.probes))
-        return float(xp.sum(R * R)) / self.probes.shape[1]
+        xp, mT = self.xp, self.xp.matrix_transpose
+        probes = self.probes
+        if self.left:
+            R = self.G_probes - mT(Vh) @ (S[:, None] * (mT(U) @ probes))
+        else:
+            R = self.G_probes - U @ (S[:, None] * (Vh @ probes))
+        return float(xp.sum(R * R)) / self.p
 
     def _gap(self, Sb: Any, k: int) -> float:
         """Ritz ratio ``σ_k / σ_{k+1}``: inf past the matrix's rank, nan for 0/0."""  # numpydoc ignore=RT01,PR01
@@ -197,7 +301,9 @@ def run_sweeps(oracle: Oracle, sketches: Sequence[LayerSketch], n_sweeps: int) -
     Parameters
     ----------
     oracle : callable
-        ``oracle(Xs, Ys) -> (GXs, GtYs)``, lists in the order of `sketches`.
+        ``oracle(Xs, Ys) -> (GXs, GtYs)``, lists in the order of `sketches`. It may
+        accumulate into each sketch's `LayerSketch.outputs` and return those arrays
+        (no copy is then made).
     sketches : sequence of LayerSketch
         One per matrix.
     n_sweeps : int
@@ -205,9 +311,14 @@ def run_sweeps(oracle: Oracle, sketches: Sequence[LayerSketch], n_sweeps: int) -
     """
     for _ in range(n_sweeps):
         Xs, Ys = zip(*(s.inputs() for s in sketches), strict=True)
-        GXs, GtYs = oracle(list(Xs), list(Ys))
-        for s, gx, gty in zip(sketches, GXs, GtYs, strict=True):
+        # no reference to this sweep's blocks may outlive their absorption: a product
+        # held into the next sweep would add to that sweep's peak
+        products = oracle(list(Xs), list(Ys))
+        del Xs, Ys
+        gx = gty = None
+        for s, gx, gty in zip(sketches, *products, strict=True):
             s.absorb(gx, gty)
+        del products, gx, gty
 
 
 def sketch_svds(

@@ -166,7 +166,7 @@ def estimate_gradient_svd(
             rands[key] = Random(rng, _xp(tap), tap.device)
         sketches.append(LayerSketch(tap.shape, block, n_sweeps, min(N_TEST, tap.shape[1]),
                                     rands[key], tap.dtype, _xp(tap)))
-    sweeper = _Sweeper(model, taps, batches, loss_fn, progress)
+    sweeper = _Sweeper(model, taps, sketches, batches, loss_fn, progress)
     with tapped(model, taps):
         run_sweeps(sweeper, sketches, n_sweeps)
     missed = [t.name for t in taps if not t.hit]
@@ -174,10 +174,14 @@ def estimate_gradient_svd(
         msg = (f"no gradient reached {len(missed)} target layer(s) ({missed[:5]}): the loss "
                "does not depend on them; they are left out of the result")
         warnings.warn(msg, UserWarning, stacklevel=2)
-    return {
-        tap.name: _layout(tap, GradientSVD(*sk.result(min(rank, *tap.shape))))
-        for tap, sk in zip(taps, sketches, strict=True) if tap.hit
-    }
+    del sweeper
+    out = {}
+    for tap in taps:  # each layer's buffers go as soon as its triplets exist
+        sketch = sketches.pop(0)
+        if tap.hit:
+            out[tap.name] = _layout(tap, GradientSVD(*sketch.result(min(rank, *tap.shape))))
+        del sketch
+    return out
 
 
 def _layout(tap: LayerTap, res: GradientSVD) -> GradientSVD:
@@ -203,16 +207,16 @@ def _check_batches_reusable(batches: Any) -> None:
 class _Sweeper:
     """The products oracle: one forward+backward per batch feeds every layer's products."""  # numpydoc ignore=PR01
 
-    def __init__(self, model: Any, taps: list[LayerTap], batches: Any, loss_fn: Any,
-                 progress: bool) -> None:
-        self.model, self.taps, self.batches = model, taps, batches
+    def __init__(self, model: Any, taps: list[LayerTap], sketches: list[LayerSketch],
+                 batches: Any, loss_fn: Any, progress: bool) -> None:
+        self.model, self.taps, self.sketches, self.batches = model, taps, sketches, batches
         self.loss_fn, self.progress = loss_fn, progress
         self.first: tuple[int, float, float] | None = None
         self.sweep = 0
 
     def __call__(self, Xs: list[Any], Ys: list[Any]) -> tuple[list[Any], list[Any]]:
-        for tap, X, Y in zip(self.taps, Xs, Ys, strict=True):
-            tap.start_sweep(X, Y)
+        for tap, sketch, X, Y in zip(self.taps, self.sketches, Xs, Ys, strict=True):
+            tap.start_sweep(X, Y, *sketch.outputs())  # products accumulate in place
         count, total, size = self._run()
         if distributed():
             count, total, size = _all_reduce(self.taps, count, total, size)
@@ -235,9 +239,10 @@ class _Sweeper:
             for batch in _progress_bar(self.batches, self.progress):
                 loss = batch_loss(self.model, batch, self.loss_fn, "layers")
                 loss.backward()
-                value = float(loss.detach())
+                value, dtype = float(loss.detach()), loss.dtype
+                del loss  # the graph (and what its hooks hold) must not meet the next batch's
                 count, total, size = count + 1, total + value, size + abs(value)
-        self.eps = float(torch.finfo(loss.dtype).eps) if count else 0.0
+        self.eps = float(torch.finfo(dtype).eps) if count else 0.0
         return count, total, size
 
     def _check_repeat(self, count: int, total: float, size: float) -> None:
@@ -271,8 +276,20 @@ def _all_reduce(
                          dtype=torch.float64, device=device)
     dist.all_reduce(stats)
     for tap in taps:
-        dist.all_reduce(tap.GX)
-        dist.all_reduce(tap.GtY)
+        _all_reduce_(tap.GX)
+        _all_reduce_(tap.GtY)
     for tap, hit in zip(taps, stats[3:].tolist(), strict=True):
         tap.hit = hit > 0
     return int(stats[0].item()), float(stats[1].item()), float(stats[2].item())
+
+
+def _all_reduce_(t: torch.Tensor) -> None:
+    """Sum `t` over all ranks in place (a transposed view is reduced through its base)."""  # numpydoc ignore=PR01
+    dist = torch.distributed
+    flat = t if t.is_contiguous() else t.T
+    if flat.is_contiguous():
+        dist.all_reduce(flat)
+        return
+    tmp = t.contiguous()
+    dist.all_reduce(tmp)
+    t.copy_(tmp)

@@ -38,20 +38,21 @@ class LayerTap:
     GtY: Any = None
     hit: bool = False
     transposed: bool = False
+    wrapper: Any = None  # the PEFT LoRA layer around `module`, if any
     pending: list[Any] = field(default_factory=list)
 
-    def start_sweep(self, X: torch.Tensor, Y: torch.Tensor) -> None:
-        """Set this sweep's inputs and zero the products."""  # numpydoc ignore=PR01
-        self.X, self.Y = X, Y
-        self.GX = torch.zeros(self.shape[0], X.shape[1], dtype=X.dtype, device=X.device)
-        self.GtY = torch.zeros(self.shape[1], Y.shape[1], dtype=Y.dtype, device=Y.device)
+    def start_sweep(self, X: torch.Tensor, Y: torch.Tensor, GX: torch.Tensor,
+                    GtY: torch.Tensor) -> None:
+        """Set this sweep's inputs and the zeroed products to accumulate into."""  # numpydoc ignore=PR01
+        self.X, self.Y, self.GX, self.GtY = X, Y, GX, GtY
 
     def add(self, x: torch.Tensor, delta: torch.Tensor) -> None:
         """Fold one use of the layer (input ``x``, output gradient ``delta``)."""  # numpydoc ignore=PR01
         m, n = self.shape
         x = x.detach().reshape(-1, n).to(self.X.dtype)
         d = delta.detach().reshape(-1, m).to(self.X.dtype)
-        self.GX.addmm_(d.T, x @ self.X)
+        if self.X.shape[1]:
+            self.GX.addmm_(d.T, x @ self.X)
         if self.Y.shape[1]:
             self.GtY.addmm_(x.T, d @ self.Y)
         self.hit = True
@@ -117,14 +118,15 @@ def target_layers(model: torch.nn.Module, targets: Iterable[Any] | None) -> list
         chosen = [_resolve(t, model, modules) for t in targets]
     taps, seen = [], set()
     for name, module in chosen:
-        base = getattr(module, "base_layer", None)
+        wrapper, base = None, getattr(module, "base_layer", None)
         if isinstance(base, torch.nn.Module):
-            name, module = f"{name}.base_layer", base
+            wrapper, (name, module) = module, (f"{name}.base_layer", base)
         if id(module) in seen:
             continue
         seen.add(id(module))
         tap = LayerTap(f"{name}.weight", module, _shape(module, name), *_placement(module))
         tap.transposed = type(module).__name__ == "Conv1D"
+        tap.wrapper = wrapper
         taps.append(tap)
     if not taps:
         msg = "no target layers found: pass `targets=` (module names or modules)"
@@ -163,10 +165,16 @@ def _hooks(tap: LayerTap) -> tuple[Any, Any]:
         return None
 
     def post(module: Any, args: tuple[Any, ...], out: Any) -> None:
-        x = args[0] if args else None
         if not (isinstance(out, torch.Tensor) and out.requires_grad and tap.X is not None):
             return  # no graph (e.g. the no-grad first pass of reentrant checkpointing)
-        out.register_hook(lambda delta: tap.add(x, delta))
+        held = [args[0]]
+
+        def fold(delta: torch.Tensor) -> None:
+            # the graph keeps this hook until the loss is released: drop the input now
+            if held:
+                tap.add(held.pop(), delta)
+
+        out.register_hook(fold)
 
     return pre, post
 
@@ -175,10 +183,14 @@ def _hooks(tap: LayerTap) -> tuple[Any, Any]:
 def tapped(model: torch.nn.Module, taps: list[LayerTap]) -> Iterator[None]:
     """Every parameter frozen, hooks on every tap and on the input embeddings; undone after."""  # numpydoc ignore=PR01,YI01
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    handles = []
+    handles, idle = [], []
     try:
         for p, _ in flags:
             p.requires_grad_(False)
+        for tap in taps:  # a branch that adds exactly zero is not run (memory and time)
+            if _zero_lora_branch(tap.wrapper):
+                tap.wrapper._disable_adapters = True
+                idle.append(tap.wrapper)
         for tap in taps:
             pre, post = _hooks(tap)
             handles.append(tap.module.register_forward_pre_hook(pre))
@@ -190,8 +202,30 @@ def tapped(model: torch.nn.Module, taps: list[LayerTap]) -> Iterator[None]:
     finally:
         for h in handles:
             h.remove()
+        for layer in idle:
+            layer._disable_adapters = False
         for p, flag in flags:
             p.requires_grad_(flag)
+
+
+def _zero_lora_branch(layer: Any) -> bool:
+    """Whether a PEFT LoRA layer's adapters all add exactly zero (every ``lora_B`` is 0).
+
+    Then the layer computes its base layer's output, whose input and output gradient are
+    the same with or without the branch, and the branch can be switched off (PEFT's own
+    disable flag) for the estimation. Merged layers, adapter variants (DoRA and others,
+    which rescale the base output) and empty (sharded) factors are left alone.
+    """  # numpydoc ignore=PR01,RT01
+    if layer is None or getattr(layer, "_disable_adapters", None) is not False \
+            or getattr(layer, "merged", True) is not False:
+        return False
+    lora_b = getattr(layer, "lora_B", None)
+    if not isinstance(lora_b, torch.nn.ModuleDict) or not len(lora_b) \
+            or getattr(layer, "lora_variant", None) or any(getattr(layer, "use_dora", {}).values()):
+        return False
+    params = [p for b in lora_b.values() for p in b.parameters()]
+    return bool(params) and all(p.numel() and not p.is_meta and not torch.count_nonzero(p)
+                                for p in params)
 
 
 def _require_grad(module: Any, args: Any, out: Any) -> None:
