@@ -53,11 +53,13 @@ def estimate_gradient_svd(
     input embeddings' output, or a first layer's input, is made to require grad).
 
     Memory per layer: the basis and its image, ``(m + n) · n_sweeps · block_size``
-    numbers, plus ``2 (m + n) · block_size`` for the current products and
-    ``(m + n) · 8`` for the error probes; no ``m x n`` buffer (a full gradient is
-    ``m · n``). The layer's input is held from its forward until its backward (as
-    ordinary training does). Gradient checkpointing works (reentrant checkpointing
-    needs input embeddings, which are made to require grad, or inputs that do).
+    numbers (each sweep's products accumulate into them in place), plus
+    ``min(m, n) · 8`` for the error probes' images; no ``m x n`` buffer (a full gradient
+    is ``m · n``). The layer's input is held from its forward until its backward (as
+    ordinary training does). A PEFT LoRA branch whose ``lora_B`` factors are all zero
+    adds exactly zero, so it is switched off during the estimation (same gradients,
+    less memory and time). Gradient checkpointing works (reentrant checkpointing needs
+    input embeddings, which are made to require grad, or inputs that do).
 
     The gradient must be the same at every sweep: a model in train mode with active
     dropout is refused, and the loss summed over the batches must repeat, to
