@@ -35,8 +35,9 @@ def svd_approx(a: Any, /, *, rank: int | None = None, rtol: float | None = None,
     n_oversamples : int, default 10
         Oversampling of the fixed-rank method (see :func:`randomized_svd`).
     n_power_iter : int, optional
-        Fixed rank: as in :func:`randomized_svd`. Fixed accuracy: power iterations per
-        block (2 passes each); None means 1.
+        Fixed rank: as in :func:`randomized_svd`. Fixed accuracy: None (the default)
+        grows a block Krylov basis (one read per block on dense ``a``; see Notes); an
+        integer selects randQB with that many power iterations per block (2 passes each).
     block_size : int, optional
         Fixed accuracy: columns added per block. None means 32 for the first block,
         doubling each block, so the number of passes grows like ``log(rank)``.
@@ -71,7 +72,22 @@ def svd_approx(a: Any, /, *, rank: int | None = None, rtol: float | None = None,
 
     Notes
     -----
-    Fixed accuracy uses the blocked randQB_EI of Yu, Gu & Li (2018) without downdating
+    Fixed accuracy on a dense array (with ``n_power_iter`` None) grows a block Krylov
+    basis ``V`` on the short side of ``a`` (n × L for the tall orientation ``A``,
+    m × n, m >= n): each block is the previous block's product ``AᴴA V_i`` projected out
+    of ``V`` (from the second block on widened with Gaussian columns to twice the previous
+    width), each product reads ``a`` once in row chunks, and
+    ``‖A − A V Vᴴ‖_F² = ‖A‖_F² − Σ_i tr(V_iᴴ AᴴA V_i)`` updates the error after every
+    read (below the rounding guard, 16 Gaussian probes of ``A (I − V Vᴴ)`` measure it,
+    one pass). Once the tolerance is met, ``AᴴA`` applied to the leading Ritz vectors
+    (free: from the kept products) adds one more block and read, and the Rayleigh–Ritz
+    step of :func:`randomized_svd`'s short-side method is truncated to the smallest rank
+    meeting ``rtol``. The long side holds only the m × rank result and the SVD's copies:
+    on a 200000 × 512 input with ``σ_i = 1/i``, ``rtol = 0.12`` (rank 39), the peak
+    extra memory is 0.23 × the input in 6 passes, against 0.69 × in 11 passes for
+    randQB below. Sparse input, and any ``n_power_iter``, use randQB.
+
+    randQB is the blocked randQB_EI of Yu, Gu & Li (2018) without downdating
     or copying ``a``: each block is a Gaussian sketch of the residual ``(a − QB)Ω``
     (optionally refined by power iterations on the residual), orthogonalised against
     ``Q``, and ``B_i = Q_iᴴ a``. The error is tracked by the cheap identity

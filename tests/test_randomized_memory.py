@@ -58,3 +58,24 @@ def test_peak_memory_is_the_result_plus_one_block(tall, rank, route):
     assert cols >= 2 * rank  # T and U themselves are measured (the bound is not vacuous)
     sk_randomized_svd(tall[:300, :60], 5, random_state=0)
     assert cols <= _peak_columns(lambda: sk_randomized_svd(tall, rank, random_state=0))
+
+
+@pytest.mark.parametrize("rtol", [0.3, 0.2])
+def test_fixed_accuracy_peak_is_the_result(rtol):
+    """svd_approx(rtol=) keeps its growing basis on the short side too: at most the
+    m × rank matrix ``A V W_k``, its SVD's copy and ``U`` (and 16 probe columns) on the
+    long side, below scikit-learn's fixed-rank peak at the rank it returns."""
+    from sklearn.utils.extmath import randomized_svd as sk_randomized_svd
+
+    rng = np.random.default_rng(1)
+    s = 1 / np.arange(1, N + 1)
+    a = (rng.standard_normal((M, N)) / math.sqrt(M) * s) @ np.linalg.qr(
+        rng.standard_normal((N, N)))[0].T
+    lowrank.svd_approx(a[:300], rtol=rtol, rng=0)
+    sk_randomized_svd(a[:300], 5, random_state=0)
+    out = {}
+    cols = _peak_columns(lambda: out.setdefault("res", lowrank.svd_approx(a, rtol=rtol, rng=0)))
+    rank = out["res"].rank
+    assert 4 <= rank < N // 4  # the iterative route, not the exact SVD
+    assert 2 * rank <= cols <= 3 * rank + 16
+    assert cols <= _peak_columns(lambda: sk_randomized_svd(a, rank, random_state=0))

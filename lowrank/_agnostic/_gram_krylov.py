@@ -21,7 +21,7 @@ from typing import Any
 from ._linalg import conj_transpose
 from ._orthogonal import next_block
 
-__all__ = ["gram_krylov_svd"]
+__all__ = ["gram_fixed_accuracy", "gram_krylov_svd"]
 
 # The Gram matrix Vᴴ AᴴA V is trusted when rounding in it (taken as
 # GRAM_ROUNDING·eps·sqrt(λ_1·Σλ_j), 20x the largest error measured) cannot lower the energy captured by the top
@@ -125,3 +125,111 @@ def _gram_resolves(lam: Any, rank: int, xp: Any) -> bool:
     allowed = xp.maximum(RELATIVE_LOSS * tail, floor)
     ok = xp.logical_or(loss <= allowed, top <= 0)
     return bool(xp.all(ok)) and math.isfinite(float(xp.max(top)))
+
+
+def gram_fixed_accuracy(op: Any, norm_sq: float, tol_sq: float, guard_sq: float, *,
+                        block: int | None, max_width: int | None, rand: Any,
+                        xp: Any) -> tuple[Any, Any, Any, float] | None:
+    """Fixed-accuracy SVD ``(U, S, Vh, err_sq)`` of a dense ``op`` on a short-side basis.
+
+    The basis ``V`` (n × L) grows block by block: each block comes from the previous
+    block's product ``Z_i = AᴴA V_i`` projected out of ``V`` (a block Krylov step), and
+    from block 2 on it is widened to twice the previous width with Gaussian directions
+    (those are refined by the next step), so reads grow like ``log(rank)``. Since
+    ``‖A − A V Vᴴ‖_F² = ‖A‖_F² − Σ_i tr(V_iᴴ Z_i)``, every read updates the error.
+    Below ``guard_sq`` that difference is rounding, and ``‖A (I − V Vᴴ) Ω‖²/16`` from
+    16 Gaussian probes (one pass, unbiased) replaces it. Once the tolerance is met, one
+    more block is spanned by ``AᴴA`` applied to the leading Ritz vectors (free:
+    ``Z W_t``) and read once; then the Rayleigh–Ritz step of :func:`gram_krylov_svd`
+    is truncated to the smallest rank meeting ``tol_sq``. Returns None as soon as the
+    basis would need more than ``max_width`` columns (the caller then takes the exact
+    SVD). ``op`` must already be scaled so that ``‖op‖_F`` is near 1.
+    """  # numpydoc ignore=PR01,RT01
+    from ._qb import _truncation_rank, sq_norm
+    from ._randomized import _zeros
+
+    limit = op.n
+    cap = limit if max_width is None else min(limit, max_width)
+    width0 = min(block or 32, limit)
+    if width0 > cap:
+        return None
+    Z = op.gram_matmat(rand.standard_normal((op.n, width0), op.dtype))
+    # the basis is n × L: kept as a list of blocks, joined when needed (copies of the
+    # short side only)
+    blocks = [next_block(Z, None, rand, xp, overwrite=True)]
+    V = blocks[0]
+    del Z
+    products: list[Any] = []
+    energy, extended, err_sq = 0.0, False, norm_sq
+    while True:
+        Zi = op.gram_matmat(blocks[-1])
+        products.append(Zi)
+        energy += float(xp.real(xp.sum(xp.conj(blocks[-1]) * Zi)))
+        cheap = max(norm_sq - energy, 0.0)
+        width = int(V.shape[-1])
+        # below the guard the cheap update is rounding: keep the last probe (the space
+        # only grows, so it stays an estimate from above) or make one
+        if cheap > guard_sq:
+            err_sq = cheap
+        elif not extended:
+            err_sq = _probe_outside(op, V, rand, xp)
+        if extended or width >= limit:
+            break
+        if err_sq <= tol_sq:  # met: one Krylov step on the leading Ritz vectors
+            lam, W = _ritz(V, products, xp)
+            k0, _ = _truncation_rank(_sqrt_pos(lam, xp), err_sq, tol_sq)
+            t = min(width, limit - width, k0 + max(10, k0 // 4))
+            if t <= 0:
+                break
+            new = xp.concat(products, axis=-1) @ W[:, :t]  # AᴴA (V W_t), no read
+            extended = True
+        else:
+            b = block if block else 2 * int(blocks[-1].shape[-1])
+            if width + b > cap:
+                if cap < limit:
+                    return None
+                b = cap - width
+            if b > Zi.shape[-1]:  # widened with Gaussian directions
+                Zi = xp.concat([Zi, rand.standard_normal((op.n, b - Zi.shape[-1]),
+                                                         op.dtype)], axis=-1)
+            new = Zi[:, :b]
+        blocks.append(next_block(new, V, rand, xp))
+        V = xp.concat([V, blocks[-1]], axis=-1)
+        del new, Zi
+    lam, W = _ritz(V, products, xp)
+    del products
+    S_ritz = _sqrt_pos(lam, xp)
+    cheap = max(norm_sq - float(xp.sum(S_ritz**2)), 0.0)
+    k, est = _truncation_rank(S_ritz, cheap if cheap > guard_sq else err_sq, tol_sq)
+    if k == 0:
+        return (_zeros((op.m, 0), V.dtype, V, xp), S_ritz[:0],
+                _zeros((0, op.n), V.dtype, V, xp), est)
+    if not _gram_resolves(lam, k, xp):
+        W = conj_transpose(xp.linalg.svd(_tsqr_r(op, V, xp))[2], xp)
+    Vk = V @ W[:, :k]
+    U, S, Yh = xp.linalg.svd(op.matmat(Vk), full_matrices=False)
+    Vh = conj_transpose(Vk @ conj_transpose(Yh, xp), xp)
+    final = max(norm_sq - sq_norm(S, xp), 0.0)
+    return U, S, Vh, final if final > guard_sq else est
+
+
+def _sqrt_pos(lam: Any, xp: Any) -> Any:
+    """``sqrt(max(λ, 0))``: Ritz values from Gram eigenvalues."""  # numpydoc ignore=PR01,RT01
+    return xp.sqrt(xp.where(lam > 0, lam, xp.zeros_like(lam)))
+
+
+def _ritz(V: Any, products: list[Any], xp: Any) -> tuple[Any, Any]:
+    """Eigenpairs of the Gram matrix ``Vᴴ AᴴA V``, largest first."""  # numpydoc ignore=PR01,RT01
+    Z = xp.concat(products, axis=-1) if len(products) > 1 else products[0]
+    H = conj_transpose(V, xp) @ Z
+    lam, W = xp.linalg.eigh((H + conj_transpose(H, xp)) / 2)
+    return xp.flip(lam, axis=-1), xp.flip(W, axis=-1)
+
+
+def _probe_outside(op: Any, V: Any, rand: Any, xp: Any) -> float:
+    """``‖A (I − V Vᴴ)‖_F²`` estimated from 16 Gaussian probes (one pass, unbiased)."""  # numpydoc ignore=PR01,RT01
+    from ._qb import sq_norm
+
+    omega = rand.standard_normal((op.n, 16), op.dtype)
+    omega = omega - V @ (conj_transpose(V, xp) @ omega)
+    return sq_norm(op.matmat(omega), xp) / 16

@@ -12,6 +12,7 @@ from typing import Any
 
 from ._linalg import conj_transpose, svd_flip
 from ._orthogonal import next_block
+from ._gram_krylov import gram_fixed_accuracy
 from ._randomized import empty, orthonormalize, project_out, randomized_svd, svd_from_basis
 
 __all__ = ["GUARD", "frobenius_norm", "probe_error_sq", "randqb", "sq_norm", "svd_approx"]
@@ -265,6 +266,14 @@ def _svd_approx_unit(op: Any, norm_sq: float, rank: int | None, rtol: float | No
                                        n_power_iter=n_power_iter, method="auto")
         return U, S, Vh, math.sqrt(err_sq / norm_sq)
     tol_sq = rtol**2 * norm_sq
+    if op.dense and n_power_iter is None:  # short-side basis: no m-row basis, fewer reads
+        short = gram_fixed_accuracy(op, norm_sq, tol_sq, _guard_sq(op, norm_sq, xp),
+                                    block=block_size, max_width=_max_basis(op), rand=rand,
+                                    xp=xp)
+        if short is None:
+            return _exact_truncation(op, norm_sq, tol_sq, xp)
+        U, S, Vh, err_sq = short
+        return _oriented(op, U, S, Vh, err_sq, norm_sq, xp)
     found = randqb(op, tol_sq, norm_sq, block=block_size,
                    n_power_iter=1 if n_power_iter is None else n_power_iter,
                    rand=rand, xp=xp, max_width=_max_basis(op))
@@ -274,6 +283,12 @@ def _svd_approx_unit(op: Any, norm_sq: float, rank: int | None, rtol: float | No
     del found
     U, S, Vh, err_sq = _krylov_extension(op, Q, B, err_sq, norm_sq, tol_sq, rand, xp)
     del Q, B
+    return _oriented(op, U, S, Vh, err_sq, norm_sq, xp)
+
+
+def _oriented(op: Any, U: Any, S: Any, Vh: Any, err_sq: float, norm_sq: float,
+              xp: Any) -> tuple[Any, Any, Any, float]:
+    """Factors of the caller's ``a`` (not of its transpose), sklearn's signs, relative error."""  # numpydoc ignore=PR01,RT01
     if op.transposed:
         U, Vh = conj_transpose(Vh, xp), conj_transpose(U, xp)
     U, Vh = svd_flip(U, Vh, xp)
