@@ -24,9 +24,9 @@ from ._orthogonal import next_block
 __all__ = ["gram_fixed_accuracy", "gram_krylov_svd"]
 
 # The Gram matrix Vᴴ AᴴA V is trusted when rounding in it (taken as
-# GRAM_ROUNDING·eps·sqrt(λ_1·Σλ_j), 20x the largest error measured) cannot lower the energy captured by the top
-# ``rank`` Ritz vectors by more than RELATIVE_LOSS of the error left, or by more than the
-# square of ABSOLUTE_LOSS·eps·σ_1 per triplet.
+# GRAM_ROUNDING·eps·sqrt(λ_1·Σλ_j), 20x the largest error measured) cannot lower the
+# energy captured by the top ``rank`` Ritz vectors by more than RELATIVE_LOSS of the
+# error left, or by more than the square of ABSOLUTE_LOSS·eps·σ_1 per triplet.
 GRAM_ROUNDING = 16.0
 RELATIVE_LOSS = 1e-4
 ABSOLUTE_LOSS = 8.0
@@ -47,8 +47,8 @@ def gram_krylov_svd(op: Any, block: int, n_iter: int, rank: int, rand: Any,
     ``H = Vᴴ AᴴA V`` (assembled from the kept products), then ``T = A V W_k`` (m × rank)
     is formed and factorised by LAPACK's SVD, so the singular values and ``U`` carry only
     the rounding of that backward-stable SVD. ``H`` itself resolves eigenvalues only to
-    about ``eps·σ_1²``; where that could lose a visible part of the error (the rank-k
-    error left is near ``eps·σ_1²/σ_k``: a tiny tail below a wide spectrum), the
+    about ``eps·σ_1·‖A‖_F``; where that could lose a visible part of the error (a tail
+    far below ``sqrt(eps)·σ_1``, an exactly low-rank matrix), the
     Ritz vectors are taken from the SVD of the R factor of ``A V`` instead (TSQR over
     row chunks, one more pass, no m-row temporary).
     """  # numpydoc ignore=PR01,RT01
