@@ -57,3 +57,18 @@ def same_namespace(xp, x) -> bool:
     from array_api_compat import array_namespace
 
     return array_namespace(x).__name__ == xp.__name__
+
+
+def peak_columns(f, rows):
+    """Peak of the memory allocated while ``f`` runs (tracemalloc, NumPy's allocations),
+    in columns of ``rows`` float64 values."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        f()
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    return peak / (rows * 8)

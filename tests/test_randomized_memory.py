@@ -12,10 +12,10 @@ peer it must not exceed. tracemalloc sees NumPy's allocations.
 from __future__ import annotations
 
 import math
-import tracemalloc
 
 import numpy as np
 import pytest
+from helpers import peak_columns
 
 import lowrank
 
@@ -32,14 +32,7 @@ def tall():
 
 def _peak_columns(f):
     """Peak of the memory allocated while ``f`` runs, in columns of m float64 values."""
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        f()
-        peak = tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
-    return peak / (M * 8)
+    return peak_columns(f, M)
 
 
 @pytest.mark.parametrize("rank", [16, 24])

@@ -11,11 +11,10 @@ the pass count, and that neither route makes an m-row temporary wider than ``ran
 from __future__ import annotations
 
 import math
-import tracemalloc
 
 import numpy as np
 import pytest
-from helpers import eps, matrix_with_spectrum, to_numpy
+from helpers import eps, matrix_with_spectrum, peak_columns, to_numpy
 
 import lowrank
 from lowrank._agnostic import _gram_krylov, _operator
@@ -103,17 +102,6 @@ def test_never_less_accurate_than_the_long_side_basis(spectrum, wide, ritz_route
     assert ritz_routes == [spectrum in ("flat", "power")]
 
 
-def _peak_columns(f, m):
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        f()
-        peak = tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
-    return peak / (m * 8)
-
-
 @pytest.mark.parametrize("spectrum", ["power", "graded"])
 def test_both_ritz_routes_hold_no_long_side_basis(spectrum, ritz_routes):
     m, n, k = 30000, 200, 16
@@ -121,7 +109,7 @@ def test_both_ritz_routes_hold_no_long_side_basis(spectrum, ritz_routes):
     a = matrix_with_spectrum(m, n, s, seed=5)
     lowrank.randomized_svd(a[:500], k, rng=0)  # lazy imports before measuring
     b = math.ceil(k / 2) + 10
-    cols = _peak_columns(lambda: lowrank.randomized_svd(a, k, rng=0), m)
+    cols = peak_columns(lambda: lowrank.randomized_svd(a, k, rng=0), m)
     assert ritz_routes[-1] == (spectrum == "power")
     assert 2 * k <= cols <= 3 * k + b  # a long-side basis is 6·b = 108 columns
 
