@@ -72,12 +72,8 @@ def gram_krylov_svd(op: Any, block: int, n_iter: int, rank: int, rand: Any,
                         rand, xp)
         start, width = width, _store(V, width, Vi)
     V = V[..., :, :width]
-    H = conj_transpose(V, xp) @ (xp.concat(products, axis=-1) if len(products) > 1
-                                 else products[0])
+    lam, W = _ritz(V, products, xp)
     del products
-    H = (H + conj_transpose(H, xp)) / 2
-    lam, W = xp.linalg.eigh(H)
-    lam, W = xp.flip(lam, axis=-1), xp.flip(W, axis=-1)
     if not _gram_resolves(lam, rank, xp):
         # right singular vectors of A V from its R factor (TSQR over row chunks: backward
         # stable, no m-row temporary), in place of the Gram matrix's eigenvectors
