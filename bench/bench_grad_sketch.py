@@ -14,8 +14,8 @@ method first runs once on a 256-wide stack (library code and first-call setup st
 of the peak, as every method's would). The peak resident set is then reset, with the
 model and batches in memory, and the reported peak is its growth during the estimation,
 with and without that of a plain frozen forward+backward (the working set any
-estimation has). ``--mkl-cache`` keeps MKL's default cache (it adds about 1.7 MiB to
-every method's peak on the 4096 stack).
+estimation has). ``--mkl-cache`` keeps MKL's default cache (on the 4096 stack it moved
+the peaks by 1-2 MiB either way: the frozen backward's up, the sketch's down).
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ It is plain data: importing this package imports neither numba nor cupy. The cor
 
 Kernel contract: inputs, caller-allocated outputs and Python scalars in; outputs written
 in place; ``None`` returned (except ``gram_log_volume_one``, whose float result costs
-less than an output array); no validation; results equal the ``_agnostic`` twin's within
-dtype tolerance.
+less than an output array, ``gram_log_volume``, which returns how many matrices it left
+to QR, and ``gram_log_volume_plan``, which returns a kernel for one shape); no
+validation; results equal the ``_agnostic`` twin's within dtype tolerance.
 """
 
 KERNELS: dict[str, dict[str, str]] = {
@@ -34,11 +35,12 @@ KERNELS: dict[str, dict[str, str]] = {
     "gram_log_volume": {
         "numba": "lowrank.kernels.volume_gram_numba:gram_log_volume",
     },
-    # the same route one matrix at a time (single matrices, small batches); the "one"
-    # kernel returns its result (a float, NaN if rejected) instead of writing an array
-    "gram_log_volume_single": {
-        "numba": "lowrank.kernels.volume_gram_single_numba:gram_log_volume_single",
+    # ... and its per-shape plan (the per-call decisions taken once)
+    "gram_log_volume_plan": {
+        "numba": "lowrank.kernels.volume_gram_numba:gram_log_volume_plan",
     },
+    # the same route for one matrix: it returns its result (a float, NaN if rejected)
+    # instead of writing an array
     "gram_log_volume_one": {
         "numba": "lowrank.kernels.volume_gram_single_numba:gram_log_volume_one",
     },

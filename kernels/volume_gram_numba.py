@@ -19,14 +19,16 @@ row j of ``R⁻¹``, from one triangular inverse (k³/6 flops against the produc
 test is flagged in ``ok`` for the caller to redo with QR.
 """
 
+import functools
 import math
 
 import numba
 import numpy as np
 
+from ._fpe import ignore_fp_errors, restore_fp_errors
 from ._jit import njit, slp_vectorizer
 from ._threads import n_workers, parallel_for
-from .volume_gram_single_numba import _HI64, _LO64
+from .volume_gram_single_numba import _HI64, _LO64, _checked_cholesky
 from .volume_gram_single_numba import _product as gram_product
 
 # G_jj in (lo, hi): no product overflowed, and gradual underflow (≤ 2^-150 resp.
@@ -43,6 +45,9 @@ _PLAIN = bool(numba.config.DISABLE_JIT)  # plain Python: NumPy scalars warn (see
 
 
 _LANES = 8  # matrices side by side: one 8-wide SIMD register per written-out lane row
+# A lane block of at most this many matrices is factored one matrix at a time: its idle
+# lanes would cost more than the scalar loops (measured with bench.bench_volume)
+_EACH_MAX = 4
 
 
 @njit
@@ -199,19 +204,49 @@ def _finish(diag, lane, take_log):
 
 @njit
 def _lanes_block(g, g0, count, b0, out, ok, take_log, limit, lo, hi, scratch):
-    """The checked Cholesky of the Gram matrices g[g0:g0+count] into out/ok[b0:b0+count]."""
+    """The checked Cholesky of the Gram matrices g[g0:g0+count] into out/ok[b0:b0+count].
+
+    Returns the number of rejected matrices.
+    """
     w, diag, inv, gdiag, t, s, bad = scratch
+    if count <= _EACH_MAX:  # most lanes would idle: one matrix at a time
+        return _each_block(g, g0, count, b0, out, ok, take_log, limit, lo, hi)
     _load_lanes(g, g0, count, w, gdiag, bad, lo, hi)
     _cholesky_lanes(w, g.shape[1], diag, inv, bad, lo, hi)
     if _hopeless(gdiag, inv, bad, count, limit):
         s[:] = math.inf
     else:
         _equilibrated_sums(w, g.shape[1], inv, gdiag, t, s)
+    rejected = 0
     for lane in range(count):
         accept = not bad[lane] and s[lane] <= limit
         ok[b0 + lane] = accept
         if accept:
             out[b0 + lane] = _finish(diag, lane, take_log)
+        else:
+            rejected += 1
+    return rejected
+
+
+@njit
+def _each_block(g, g0, count, b0, out, ok, take_log, limit, lo, hi):
+    """As _lanes_block, one matrix at a time (the one-matrix kernel's checked Cholesky)."""
+    k = g.shape[1]
+    r, gd, inv, tk = np.empty((k, k)), np.empty(k), np.empty(k), np.empty(k)
+    rejected = 0
+    for mat in range(count):
+        gb = g[g0 + mat]
+        for i in range(k):  # the upper triangle, which is all the factorisation reads
+            ri, gi = r[i], gb[i]
+            for j in range(i, k):
+                ri[j] = gi[j]
+        value, accept = _checked_cholesky(r, gd, inv, tk, lo, hi, limit, take_log)
+        ok[b0 + mat] = accept
+        if accept:
+            out[b0 + mat] = value
+        else:
+            rejected += 1
+    return rejected
 
 
 @njit
@@ -224,13 +259,18 @@ def _scratch(k):
 
 @njit
 def _gram_range(first, stop, g, out, ok, take_log, limit, lo, hi):
-    """Blocks of 8 matrices first..stop-1 (argument order of _threads.parallel_for)."""
+    """Blocks of 8 matrices first..stop-1 (argument order of _threads.parallel_for).
+
+    Returns the number of rejected matrices.
+    """
     batch = g.shape[0]
     scratch = _scratch(g.shape[1])
+    rejected = 0
     for blk in range(first, stop):
         b0 = blk * _LANES
-        _lanes_block(g, b0, min(_LANES, batch - b0), b0, out, ok, take_log, limit, lo, hi,
-                     scratch)
+        rejected += _lanes_block(g, b0, min(_LANES, batch - b0), b0, out, ok, take_log,
+                                 limit, lo, hi, scratch)
+    return rejected
 
 
 @njit
@@ -239,12 +279,15 @@ def _gram_range_data(first, stop, a, out, ok, take_log, limit):
     batch, k = a.shape[0], a.shape[2]
     scratch = _scratch(k)
     g = np.empty((_LANES, k, k))
+    rejected = 0
     for blk in range(first, stop):
         b0 = blk * _LANES
         count = min(_LANES, batch - b0)
         for lane in range(count):
             gram_product(a[b0 + lane], g[lane])
-        _lanes_block(g, 0, count, b0, out, ok, take_log, limit, _LO64, _HI64, scratch)
+        rejected += _lanes_block(g, 0, count, b0, out, ok, take_log, limit, _LO64, _HI64,
+                                 scratch)
+    return rejected
 
 
 def acceptance_limit(n, k):
@@ -265,24 +308,40 @@ PRODUCT_MAX_FLOPS = 2_000_000
 def _gram_chunk(first, stop, a, out, ok, take_log, limit, in_kernel):
     """Blocks first..stop-1 of 8 matrices: their Gram products, then the checked Cholesky.
 
-    The products are formed in the kernel where ``in_kernel``, else by BLAS.
+    The products are formed in the kernel where ``in_kernel``, else by BLAS. Returns the
+    number of rejected matrices.
     """
     lo_b, hi_b = first * _LANES, min(stop * _LANES, a.shape[0])
     if lo_b or hi_b < a.shape[0]:  # a chunk of the batch (the whole one: no views to make)
         a, out, ok = a[lo_b:hi_b], out[lo_b:hi_b], ok[lo_b:hi_b]
-    if in_kernel and not _PLAIN:
-        _gram_range_data(0, stop - first, np.ascontiguousarray(a), out, ok, take_log, limit)
-        return
-    # over/underflow in aᵀa is expected and caught by the range test on G_jj (and under
-    # NUMBA_DISABLE_JIT=1 the kernel's NumPy scalars would warn on it too); errstate is
-    # per thread, hence here
-    with np.errstate(all="ignore"):
-        if in_kernel:
-            _gram_range_data(0, stop - first, np.ascontiguousarray(a), out, ok, take_log, limit)
-            return
+    if in_kernel:
+        if not _PLAIN:
+            return _gram_range_data(0, stop - first, np.ascontiguousarray(a), out, ok,
+                                    take_log, limit)
+        # under NUMBA_DISABLE_JIT=1 the kernel's NumPy scalars warn on the over/underflow
+        # that its range tests catch
+        with np.errstate(all="ignore"):
+            return _gram_range_data(0, stop - first, np.ascontiguousarray(a), out, ok,
+                                    take_log, limit)
+    return _blas_then_factor(stop - first, a, out, ok, take_log, limit)
+
+
+def _blas_then_factor(n_blocks, a, out, ok, take_log, limit):
+    """``aᵀa`` by BLAS (syrk, in a's precision), then the checked Cholesky of every block.
+
+    Over/underflow in the product is expected and caught by the range test on G_jj;
+    NumPy's error state is per thread, hence set here. After the product only the
+    kernel call is left (Python work after a large BLAS call runs on cold caches).
+    """
+    lo, hi = _SAFE[a.dtype]
+    token = ignore_fp_errors()
+    try:
         g = np.matmul(a.swapaxes(-1, -2), a)  # aᵀa: NumPy hands it to BLAS syrk
-        lo, hi = _SAFE[g.dtype]
-        _gram_range(0, stop - first, g, out, ok, take_log, limit, lo, hi)
+        if _PLAIN:  # the NumPy scalars of plain Python warn too
+            return _gram_range(0, n_blocks, g, out, ok, take_log, limit, lo, hi)
+    finally:
+        restore_fp_errors(token)
+    return _gram_range(0, n_blocks, g, out, ok, take_log, limit, lo, hi)
 
 
 def gram_log_volume(a, out, ok, take_log=True):
@@ -295,7 +354,7 @@ def gram_log_volume(a, out, ok, take_log=True):
     (PRODUCT_MAX_NK2, PRODUCT_MAX_FLOPS), in float64 in the kernel; the Cholesky in
     float64. Large batches run in chunks on the
     kernel thread pool, Gram products included (NumPy releases the GIL in them).
-    Performs no input validation.
+    Returns the number of rejected matrices. Performs no input validation.
     """
     batch, n, k = a.shape
     n_blocks = (batch + _LANES - 1) // _LANES
@@ -309,7 +368,51 @@ def gram_log_volume(a, out, ok, take_log=True):
         if batch * n * k * k >= _SERIAL_FLOPS and (workers := n_workers()) > 1:
             parallel_for(_gram_chunk, n_blocks, a, out, ok, take_log, limit, in_kernel,
                          n_chunks=min(n_blocks, 4 * workers))
-        elif in_kernel and not _PLAIN:
-            _gram_range_data(0, n_blocks, np.ascontiguousarray(a), out, ok, take_log, limit)
+            return batch - int(np.count_nonzero(ok))
+        if in_kernel:
+            return _gram_chunk(0, n_blocks, a, out, ok, take_log, limit, in_kernel)
+        return _blas_then_factor(n_blocks, a, out, ok, take_log, limit)
+
+
+def gram_log_volume_plan(shape, dtype, take_log=True):
+    """``run(a, out, ok) -> rejected``: gram_log_volume for one (batch, n, k) shape and dtype.
+
+    Every decision gram_log_volume takes per call (product in the kernel or by BLAS, the
+    acceptance limit, the safe range) is taken here once: on a few small matrices those
+    Python steps cost as much as the volumes. Batches large enough to be threaded keep
+    the per-call decision (the thread count may change). The kernels are compiled
+    here, under `slp_vectorizer` as gram_log_volume's are.
+    """
+    batch, n, k = shape
+    if batch * n * k * k >= _SERIAL_FLOPS:
+        return functools.partial(gram_log_volume, take_log=take_log)
+    n_blocks = (batch + _LANES - 1) // _LANES
+    limit = acceptance_limit(n, k)
+    take_log = bool(take_log)
+    if n * k * k <= PRODUCT_MAX_NK2 and batch * n * k * k < PRODUCT_MAX_FLOPS:
+        if _PLAIN:
+            def run(a, out, ok):
+                return _gram_chunk(0, n_blocks, a, out, ok, take_log, limit, True)
         else:
-            _gram_chunk(0, n_blocks, a, out, ok, take_log, limit, in_kernel)
+            def run(a, out, ok):
+                return _gram_range_data(0, n_blocks, np.ascontiguousarray(a), out, ok,
+                                        take_log, limit)
+    else:
+        lo, hi = _SAFE[np.dtype(dtype)]
+
+        def run(a, out, ok):
+            token = ignore_fp_errors()  # over/underflow: caught by the range test on G_jj
+            try:
+                g = np.matmul(a.swapaxes(-1, -2), a)
+                if _PLAIN:  # the NumPy scalars of plain Python warn too
+                    return _gram_range(0, n_blocks, g, out, ok, take_log, limit, lo, hi)
+            finally:
+                restore_fp_errors(token)
+            return _gram_range(0, n_blocks, g, out, ok, take_log, limit, lo, hi)
+
+    # compile (or load) the kernels this plan calls now, with LLVM's SLP vectoriser on,
+    # so that no call pays for the switch; a zero matrix is simply rejected
+    with slp_vectorizer():
+        run(np.zeros((1, n, k), dtype=dtype), np.empty(1, dtype=dtype),
+            np.empty(1, dtype=np.bool_))
+    return run

@@ -1,8 +1,9 @@
 """The guarded Gram route for one matrix at a time (numba): no idle SIMD lanes, no BLAS call.
 
-``volume_gram_numba`` runs 8 matrices side by side, which a single matrix (or a small
-batch) pays for with 7 idle lanes, and makes one BLAS call per Gram product, which for a
-64×8 matrix costs as much as the product. Here each matrix is handled alone:
+``volume_gram_numba`` runs 8 matrices side by side, which a single matrix pays for with
+7 idle lanes, and makes one BLAS call per Gram product, which for a 64×8 matrix costs as
+much as the product. Here each matrix is handled alone (the batched route uses the same
+checked Cholesky for its partial lane blocks):
 
 - ``G = aᵀa`` accumulated in float64 (float32 input too) by rank-one row updates, unless
   the caller passes a Gram matrix it formed itself (BLAS ``syrk`` wins for large
@@ -26,6 +27,7 @@ import math
 import numba
 import numpy as np
 
+from ._fpe import ignore_fp_errors, restore_fp_errors
 from ._jit import njit
 
 _PROD_LO, _PROD_HI = 1e-290, 1e290  # partial products of R_jj in here: normal
@@ -230,21 +232,18 @@ def gram_log_volume_one(a, take_log=True):
             with np.errstate(all="ignore"):
                 return _one_from_data(a, bool(take_log), limit)
         return _one_from_data(a, bool(take_log), limit)
-    with np.errstate(all="ignore"):  # over/underflow in aᵀa: caught by the range test
+    token = ignore_fp_errors()  # over/underflow in aᵀa: caught by the range test
+    try:
         g = np.dot(a.T, a)  # BLAS syrk; a temporary of ours, factored in place
-        if g.dtype == np.float32:  # range of the float32 product, Cholesky in float64
-            return _one_from_gram(g.astype(np.float64), bool(take_log), limit, _LO32, _HI32)
-        return _one_from_gram(g, bool(take_log), limit, _LO64, _HI64)
+        if _PLAIN:
+            return _from_blas_gram(g, bool(take_log), limit)
+    finally:
+        restore_fp_errors(token)
+    return _from_blas_gram(g, bool(take_log), limit)
 
 
-def gram_log_volume_single(a, out, ok, take_log=True):
-    """(Log) volumes of a[b] (a: (batch, n, k), n > k >= 1) one matrix at a time.
-
-    Same contract as ``volume_gram_numba.gram_log_volume``: ``out`` (batch,) receives the
-    accepted results, ``ok`` (batch, bool) says which; no validation. For small batches,
-    where the lane kernel's 8-matrix blocks would idle; serial.
-    """
-    for b in range(a.shape[0]):
-        value = gram_log_volume_one(a[b], take_log)
-        ok[b] = value == value
-        out[b] = value if ok[b] else 0.0
+def _from_blas_gram(g, take_log, limit):
+    """gram_log_volume_one's result from a BLAS Gram matrix in the input's precision."""
+    if g.dtype == np.float32:  # range of the float32 product, Cholesky in float64
+        return _one_from_gram(g.astype(np.float64), take_log, limit, _LO32, _HI32)
+    return _one_from_gram(g, take_log, limit, _LO64, _HI64)

@@ -21,6 +21,26 @@ def _env_default() -> dict[str, Any]:
 _CONFIG: ContextVar[dict[str, Any] | None] = ContextVar("lowrank_config", default=None)
 
 
+def kernels_enabled() -> bool:
+    """``get_config()["use_kernels"]`` without the copy, for per-call hot paths.
+
+    The environment is read on every call, as by `get_config`, but only its raw entry
+    (a dict lookup); the value is parsed only when the variable is set.
+    """  # numpydoc ignore=RT01
+    cfg = _CONFIG.get()
+    if cfg is not None:
+        return cfg["use_kernels"]
+    return _ENVIRON.get(_ENV_KEY) is None or _env_default()["use_kernels"]
+
+
+# os.environ.get encodes the key on every call (a microsecond, as much as a whole small
+# volume); the encoded mapping behind it is read directly where the platform has one
+_ENVIRON: Any = getattr(os.environ, "_data", None)
+_ENV_KEY: Any = os.environ.encodekey("LOWRANK_USE_KERNELS") if _ENVIRON is not None else None
+if _ENVIRON is None or not isinstance(_ENVIRON, dict):
+    _ENVIRON, _ENV_KEY = os.environ, "LOWRANK_USE_KERNELS"
+
+
 def get_config() -> dict[str, Any]:
     """Return the current lowrank configuration.
 

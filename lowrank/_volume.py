@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from typing import Any
 
 import numpy as np
@@ -41,9 +40,6 @@ _KERNEL_MAX_NK = {"numba": 4096, "cuda": 256}  # GPU: one thread, local-memory c
 _GRAM_K = (2, 64)
 _GRAM_MIN_NK = 257
 _GRAM_MIN_RATIO = 3
-# Batches up to this size take the one-matrix Gram kernel (volume_gram_single_numba):
-# no idle SIMD lanes and, for small matrices, no BLAS call per product.
-_GRAM_SINGLE_MAX_BATCH = 4
 # dtypes of the fast path for plain ndarrays (no cast, no namespace needed); native byte
 # order only (a dtype compares unequal to its byte-swapped twin)
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -87,21 +83,30 @@ def _numba_kernel(op: str) -> Any:
 def _run_gram(a: Any, log: bool, check_finite: bool) -> Any:
     """Gram route on a NumPy (..., n, k) array; QR (kernel or LAPACK) for what it rejects.
 
-    None when the kernels cannot be loaded (no numba). Up to _GRAM_SINGLE_MAX_BATCH
-    matrices go one at a time (the lane kernel's 8-matrix blocks would idle).
+    None when the kernels cannot be loaded (no numba).
     """  # numpydoc ignore=PR01,RT01
-    flat = a if a.ndim == 3 else a.reshape(-1, *a.shape[-2:])  # NumPy only: plain methods
-    batch = flat.shape[0]
-    gram = _numba_kernel("gram_log_volume_single" if batch <= _GRAM_SINGLE_MAX_BATCH
-                         else "gram_log_volume")
-    if gram is None:
+    plan = _gram_plan(a.shape, a.dtype, log)
+    return None if plan is None else plan(a, check_finite)
+
+
+def _gram_plan(shape: tuple[int, ...], dtype: Any, log: bool) -> Any:
+    """``plan(a, check_finite)`` of the Gram route for arrays of this shape (ndim >= 3)."""  # numpydoc ignore=PR01,RT01
+    make = _numba_kernel("gram_log_volume_plan")
+    if make is None:
         return None
-    out = np.empty(batch, dtype=a.dtype)
-    ok = np.empty(batch, dtype=bool)
-    gram(flat, out, ok, log)
-    if np.count_nonzero(ok) < batch:  # (a third of ok.all()'s cost)
-        out[~ok] = _redo_by_qr(flat[~ok], log, check_finite, a)
-    return out if a.ndim == 3 else out.reshape(a.shape[:-2])
+    lead, (n, k) = shape[:-2], shape[-2:]
+    batch, plain = math.prod(lead), len(shape) == 3
+    run = make((batch, n, k), dtype, log)
+
+    def gram_batch(a: Any, check_finite: bool) -> Any:
+        flat = a if plain else a.reshape(batch, n, k)  # NumPy only: plain methods
+        out = np.empty(batch, dtype=dtype)
+        ok = np.empty(batch, dtype=bool)
+        if run(flat, out, ok):  # the number of matrices it rejected
+            out[~ok] = _redo_by_qr(flat[~ok], log, check_finite, a)
+        return out if plain else out.reshape(lead)
+
+    return gram_batch
 
 
 def _redo_by_qr(sub: Any, log: bool, check_finite: bool, a: Any) -> Any:
@@ -119,44 +124,68 @@ def _redo_by_qr(sub: Any, log: bool, check_finite: bool, a: Any) -> Any:
     return part
 
 
+# Routing plans of the NumPy fast path, keyed by (shape, dtype, log): taking its
+# decisions per call would cost as much as a few small volumes. Cleared when full.
+_PLANS: dict[Any, Any] = {}
+_PLANS_MAX = 1024
+_MISSING = object()
+
+
 def _numpy_volume(a: Any, log: bool, check_finite: bool) -> Any:
     """Kernel routes for a plain float32/float64 ndarray (ndim >= 2), or None (general path).
 
     Such an array needs none of the generic checks (namespace, device, dtype cast): on
     a single small matrix they cost several times the volume itself. The routing is
-    that of the general path. Written flat: after a large BLAS call every further
-    Python call runs on cold caches (measured 4-7 µs for this path's few calls on one
-    512×64 matrix, against 1.5 µs on one 64×8).
+    that of the general path, decided once per shape (`_numpy_plan`). Kept short: after
+    a large BLAS call every further Python step runs on cold caches (measured 4-7 µs
+    for a few calls on one 512×64 matrix, against 1.5 µs on one 64×8).
     """  # numpydoc ignore=PR01,RT01
-    # get_config()["use_kernels"] without its dict copy; the environment is parsed by
-    # the default's own code only when the variable is set
-    cfg = _config._CONFIG.get()
-    if not (cfg["use_kernels"] if cfg is not None else
-            os.environ.get("LOWRANK_USE_KERNELS") is None or _config._env_default()["use_kernels"]):
+    if not _config.kernels_enabled():
         return None
-    n, k = a.shape[-2], a.shape[-1]
+    key = (a.shape, a.dtype, log)
+    plan = _PLANS.get(key, _MISSING)
+    if plan is _MISSING:
+        plan = _numpy_plan(a.shape, a.dtype, log)
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return None if plan is None else plan(a, check_finite)
+
+
+def _numpy_plan(shape: tuple[int, ...], dtype: Any, log: bool) -> Any:
+    """``plan(a, check_finite)`` for NumPy arrays of this shape and dtype, or None (general path)."""  # numpydoc ignore=PR01,RT01
+    n, k = shape[-2], shape[-1]
     if _GRAM_K[0] <= k <= _GRAM_K[1] and n >= _GRAM_MIN_RATIO * k and n * k >= _GRAM_MIN_NK:
-        if a.ndim > 2:
-            return _run_gram(a, log, check_finite)
+        if len(shape) > 2:
+            return _gram_plan(shape, dtype, log)
         one = _numba_kernel("gram_log_volume_one")
         if one is None:
             return None
-        value = one(a, log)
-        if value != value:  # rejected (NaN is never an accepted result)
-            return _redo_by_qr(a[None], log, check_finite, a).reshape(())
-        if a.dtype == np.float32 and abs(value) > _F32_MAX:  # saturate as the array
-            value = math.copysign(math.inf, value)  # kernels do (a cast would warn)
-        return np.array(value, dtype=a.dtype)
+        narrow = dtype == np.float32
+
+        def gram_one(a: Any, check_finite: bool) -> Any:
+            value = one(a, log)
+            if value != value:  # rejected (NaN is never an accepted result)
+                return _redo_by_qr(a[None], log, check_finite, a).reshape(())
+            if narrow and abs(value) > _F32_MAX:  # saturate as the array kernels do
+                value = math.copysign(math.inf, value)  # (a cast would warn)
+            return np.array(value, dtype=dtype)
+
+        return gram_one
     if 1 <= k <= _KERNEL_MAX_K["numba"] and n >= k and n * k <= _KERNEL_MAX_NK["numba"]:
         kernel = _numba_kernel("log_gram_volume")
         if kernel is None:
             return None
-        flat = a.reshape(-1, n, k)
-        out = np.empty(flat.shape[0], dtype=a.dtype)
-        kernel(flat, out, log)
-        if check_finite and np.isnan(out).any():  # NaN/Inf entries give NaN (_run_kernel)
-            _check_finite(a, "a", np)
-        return out.reshape(a.shape[:-2])
+        batch, lead = math.prod(shape[:-2]), shape[:-2]
+
+        def qr_batch(a: Any, check_finite: bool) -> Any:
+            out = np.empty(batch, dtype=dtype)
+            kernel(a.reshape(batch, n, k), out, log)
+            if check_finite and np.isnan(out).any():  # NaN/Inf entries give NaN (_run_kernel)
+                _check_finite(a, "a", np)
+            return out.reshape(lead)
+
+        return qr_batch
     return None
 
 

@@ -137,3 +137,32 @@ def test_parallel_path_matches_serial(monkeypatch):
 def test_empty_batch():
     out, ok = run(np.empty((0, 9, 3)))
     assert out.shape == ok.shape == (0,)
+
+
+@pytest.mark.parametrize("shape", [(40, 3), (24, 8), (512, 8), (120, 12)])  # kernel/BLAS products
+@pytest.mark.parametrize("batch", [1, 3, 8, 13])  # partial blocks: one matrix at a time
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plan_matches_the_per_call_kernel_and_counts_rejections(shape, batch, dtype):
+    a = np.random.default_rng(batch).standard_normal((batch, *shape)).astype(dtype)
+    a[0] = matrix_with_spectrum(*shape, np.geomspace(1, 1e-7, shape[1]), seed=2)  # rejected
+    out, ok = run(a)
+    plan = volume_gram_numba.gram_log_volume_plan(a.shape, a.dtype, True)
+    out2 = np.full(batch, np.nan, dtype=dtype)
+    ok2 = np.zeros(batch, dtype=bool)
+    rejected = plan(a, out2, ok2)
+    np.testing.assert_array_equal(ok2, ok)
+    np.testing.assert_array_equal(out2[ok], out[ok])
+    assert rejected == batch - ok.sum() and not ok[0]
+    _, ref = exact_s_and_log(a)
+    bound = 0.5 * (shape[0] + shape[1] + 1) * eps(np.dtype(dtype).name) * 16 * shape[1] ** 2
+    assert np.all(np.abs(out2[ok2].astype(np.float64) - ref[ok2]) <= bound)
+
+
+def test_partial_blocks_agree_with_lane_blocks():
+    # the same matrices factored one at a time (a block of 3) and in a full lane block
+    a = np.random.default_rng(11).standard_normal((11, 60, 6))
+    out, ok = run(a)  # blocks of 8 (lanes) and 3 (one at a time)
+    again, ok2 = run(np.concatenate([a[8:], a[:8]]))  # blocks of 8 and 3, swapped roles
+    assert ok.all() and ok2.all()
+    np.testing.assert_allclose(again[:3], out[8:], rtol=1e-13)
+    np.testing.assert_allclose(again[3:], out[:8], rtol=1e-13)

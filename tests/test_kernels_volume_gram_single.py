@@ -128,15 +128,3 @@ def test_any_strides_and_no_mutation(shape):
     view = base.T[::2, 1:shape[1] + 1]  # non-contiguous
     assert one(view) == one(np.ascontiguousarray(view))
     np.testing.assert_array_equal(base, keep)
-
-
-def test_small_batch_wrapper_matches_one_by_one():
-    a = np.random.default_rng(10).standard_normal((4, 64, 8))
-    a[2] = matrix_with_spectrum(64, 8, np.geomspace(1, 1e-6, 8), seed=1)  # rejected
-    out = np.full(4, -1.0)
-    ok = np.zeros(4, dtype=bool)
-    single.gram_log_volume_single(a, out, ok, True)
-    expect = [one(m) for m in a]
-    np.testing.assert_array_equal(ok, [v == v for v in expect])
-    assert not ok[2]
-    np.testing.assert_array_equal(out[ok], np.array(expect)[ok])
