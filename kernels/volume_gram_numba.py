@@ -391,28 +391,29 @@ def gram_log_volume_plan(shape, dtype, take_log=True):
     take_log = bool(take_log)
     if n * k * k <= PRODUCT_MAX_NK2 and batch * n * k * k < PRODUCT_MAX_FLOPS:
         if _PLAIN:
-            def run(a, out, ok):
-                return _gram_chunk(0, n_blocks, a, out, ok, take_log, limit, True)
+            def run(a, out, ok, blocks=n_blocks):
+                return _gram_chunk(0, blocks, a, out, ok, take_log, limit, True)
         else:
-            def run(a, out, ok):
-                return _gram_range_data(0, n_blocks, np.ascontiguousarray(a), out, ok,
+            def run(a, out, ok, blocks=n_blocks):
+                return _gram_range_data(0, blocks, np.ascontiguousarray(a), out, ok,
                                         take_log, limit)
     else:
         lo, hi = _SAFE[np.dtype(dtype)]
 
-        def run(a, out, ok):
+        def run(a, out, ok, blocks=n_blocks):
             token = ignore_fp_errors()  # over/underflow: caught by the range test on G_jj
             try:
                 g = np.matmul(a.swapaxes(-1, -2), a)
                 if _PLAIN:  # the NumPy scalars of plain Python warn too
-                    return _gram_range(0, n_blocks, g, out, ok, take_log, limit, lo, hi)
+                    return _gram_range(0, blocks, g, out, ok, take_log, limit, lo, hi)
             finally:
                 restore_fp_errors(token)
-            return _gram_range(0, n_blocks, g, out, ok, take_log, limit, lo, hi)
+            return _gram_range(0, blocks, g, out, ok, take_log, limit, lo, hi)
 
     # compile (or load) the kernels this plan calls now, with LLVM's SLP vectoriser on,
-    # so that no call pays for the switch; a zero matrix is simply rejected
+    # so that no call pays for the switch: the machine code depends on the dtype alone,
+    # so a small zero matrix does (it is simply rejected)
     with slp_vectorizer():
-        run(np.zeros((1, n, k), dtype=dtype), np.empty(1, dtype=dtype),
-            np.empty(1, dtype=np.bool_))
+        run(np.zeros((1, k, k), dtype=dtype), np.empty(1, dtype=dtype),
+            np.empty(1, dtype=np.bool_), blocks=1)
     return run
