@@ -85,7 +85,7 @@ def _run_gram(a: Any, log: bool, check_finite: bool) -> Any:
 
     None when the kernels cannot be loaded (no numba).
     """  # numpydoc ignore=PR01,RT01
-    plan = _gram_plan(a.shape, a.dtype, log)
+    plan = _cached_plan(a.shape, a.dtype, log)
     return None if plan is None else plan(a, check_finite)
 
 
@@ -142,14 +142,20 @@ def _numpy_volume(a: Any, log: bool, check_finite: bool) -> Any:
     """  # numpydoc ignore=PR01,RT01
     if not _config.kernels_enabled():
         return None
-    key = (a.shape, a.dtype, log)
+    plan = _cached_plan(a.shape, a.dtype, log)
+    return None if plan is None else plan(a, check_finite)
+
+
+def _cached_plan(shape: tuple[int, ...], dtype: Any, log: bool) -> Any:
+    """`_numpy_plan`, built once per (shape, dtype, log)."""  # numpydoc ignore=PR01,RT01
+    key = (shape, dtype, log)
     plan = _PLANS.get(key, _MISSING)
     if plan is _MISSING:
-        plan = _numpy_plan(a.shape, a.dtype, log)
+        plan = _numpy_plan(shape, dtype, log)
         if len(_PLANS) >= _PLANS_MAX:
             _PLANS.clear()
         _PLANS[key] = plan
-    return None if plan is None else plan(a, check_finite)
+    return plan
 
 
 def _numpy_plan(shape: tuple[int, ...], dtype: Any, log: bool) -> Any:
