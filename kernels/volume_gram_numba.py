@@ -323,17 +323,16 @@ def _gram_chunk(first, stop, a, out, ok, take_log, limit, in_kernel):
         with np.errstate(all="ignore"):
             return _gram_range_data(0, stop - first, np.ascontiguousarray(a), out, ok,
                                     take_log, limit)
-    return _blas_then_factor(stop - first, a, out, ok, take_log, limit)
+    return _blas_then_factor(stop - first, a, out, ok, take_log, limit, *_SAFE[a.dtype])
 
 
-def _blas_then_factor(n_blocks, a, out, ok, take_log, limit):
+def _blas_then_factor(n_blocks, a, out, ok, take_log, limit, lo, hi):
     """``aᵀa`` by BLAS (syrk, in a's precision), then the checked Cholesky of every block.
 
     Over/underflow in the product is expected and caught by the range test on G_jj;
     NumPy's error state is per thread, hence set here. After the product only the
     kernel call is left (Python work after a large BLAS call runs on cold caches).
     """
-    lo, hi = _SAFE[a.dtype]
     token = ignore_fp_errors()
     try:
         g = np.matmul(a.swapaxes(-1, -2), a)  # aᵀa: NumPy hands it to BLAS syrk
@@ -371,7 +370,7 @@ def gram_log_volume(a, out, ok, take_log=True):
             return batch - int(np.count_nonzero(ok))
         if in_kernel:
             return _gram_chunk(0, n_blocks, a, out, ok, take_log, limit, in_kernel)
-        return _blas_then_factor(n_blocks, a, out, ok, take_log, limit)
+        return _blas_then_factor(n_blocks, a, out, ok, take_log, limit, *_SAFE[a.dtype])
 
 
 def gram_log_volume_plan(shape, dtype, take_log=True):
@@ -401,14 +400,7 @@ def gram_log_volume_plan(shape, dtype, take_log=True):
         lo, hi = _SAFE[np.dtype(dtype)]
 
         def run(a, out, ok, blocks=n_blocks):
-            token = ignore_fp_errors()  # over/underflow: caught by the range test on G_jj
-            try:
-                g = np.matmul(a.swapaxes(-1, -2), a)
-                if _PLAIN:  # the NumPy scalars of plain Python warn too
-                    return _gram_range(0, blocks, g, out, ok, take_log, limit, lo, hi)
-            finally:
-                restore_fp_errors(token)
-            return _gram_range(0, blocks, g, out, ok, take_log, limit, lo, hi)
+            return _blas_then_factor(blocks, a, out, ok, take_log, limit, lo, hi)
 
     # compile (or load) the kernels this plan calls now, with LLVM's SLP vectoriser on,
     # so that no call pays for the switch: the machine code depends on the dtype alone,
